@@ -1,0 +1,35 @@
+"""The models of every table Tusk owns; the job queue's tables belong to procrastinate."""
+
+from tusk.db.models.accounts import ROLES, Account, ApiKey, Membership, Setup, Workspace
+from tusk.db.models.apps import App, AppModelConfig, Conversation, EndUser, Message
+from tusk.db.models.base import Base
+from tusk.db.models.files import StorageChunk, StorageObject, UploadFile
+from tusk.db.models.infra import KeyValue, ProviderCredential
+from tusk.db.models.knowledge import Dataset, Document, DocumentSegment
+from tusk.db.models.workflows import Workflow, WorkflowNodeExecution, WorkflowRun
+
+__all__ = [
+    "ROLES",
+    "Account",
+    "ApiKey",
+    "App",
+    "AppModelConfig",
+    "Base",
+    "Conversation",
+    "Dataset",
+    "Document",
+    "DocumentSegment",
+    "EndUser",
+    "KeyValue",
+    "Membership",
+    "Message",
+    "ProviderCredential",
+    "Setup",
+    "StorageChunk",
+    "StorageObject",
+    "UploadFile",
+    "Workflow",
+    "WorkflowNodeExecution",
+    "WorkflowRun",
+    "Workspace",
+]
