@@ -86,3 +86,18 @@ def current_revision(conn: Connection) -> str | None:
 def schema_status(conninfo: str) -> SchemaStatus:
     with _connect(conninfo) as conn:
         return SchemaStatus(current_revision(conn), head_revision())
+
+
+class SchemaNotCurrent(Exception):
+    pass
+
+
+def require_current(conninfo: str) -> None:
+    """Refuse to serve on a schema this code was not written for."""
+    status = schema_status(conninfo)
+    problem = status.problem()
+    if problem is None:
+        return
+    if status.current is not None and status.current not in _known_revisions():
+        raise SchemaNotCurrent(f"{problem}; upgrade Tusk")
+    raise SchemaNotCurrent(f"{problem}; run `tusk migrate` (or start with --migrate)")

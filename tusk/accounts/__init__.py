@@ -1,0 +1,1 @@
+"""Accounts, workspaces and memberships, console tokens and API keys."""

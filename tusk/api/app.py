@@ -1,0 +1,80 @@
+"""The FastAPI application of `tusk api`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tusk import __version__
+from tusk.api.errors import install_error_handlers
+from tusk.api.middleware import BodySizeLimit, Limit
+from tusk.api.routes import (
+    console_apps,
+    console_auth,
+    console_files,
+    console_keys,
+    service_api,
+    system,
+)
+from tusk.api.services import open_services
+from tusk.config import Settings
+from tusk.runtime import Runtime
+
+CONSOLE_PREFIX = "/console/api"
+UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart framing around an uploaded file
+
+
+def _origins(value: str) -> list[str]:
+    return [origin.strip() for origin in value.split(",") if origin.strip()]
+
+
+class PerPrefixCors:
+    """Console and Service API have their own allowed origins, as in Dify's settings."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        def cors(origins: str) -> ASGIApp:
+            return CORSMiddleware(
+                app, allow_origins=_origins(origins), allow_methods=["*"], allow_headers=["*"]
+            )
+
+        self.console = cors(settings.console_cors_allow_origins)
+        self.web = cors(settings.web_api_cors_allow_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        target = self.console if path.startswith(CONSOLE_PREFIX) else self.web
+        await target(scope, receive, send)
+
+
+def body_limits(settings: Settings) -> Callable[[str], Limit]:
+    upload = Limit(
+        settings.upload_limit_bytes + UPLOAD_OVERHEAD_BYTES,
+        "file_too_large",
+        f"File size exceeded. The limit is {settings.upload_file_size_limit_mb} MB.",
+    )
+    other = Limit(
+        settings.max_request_body_bytes,
+        "request_entity_too_large",
+        f"The request body is over {settings.max_request_body_mb} MB.",
+    )
+    return lambda path: upload if path.endswith("/files/upload") else other
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services(runtime) as services:
+            app.state.services = services
+            yield
+
+    app = FastAPI(title="Tusk", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+    for module in (system, console_auth, console_apps, console_keys, console_files, service_api):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, limit_for=body_limits(runtime.settings))
+    app.add_middleware(PerPrefixCors, settings=runtime.settings)
+    return app

@@ -1,0 +1,102 @@
+"""Apps and their `app-` keys in the console (Dify's paths); fuller app editing comes with the
+apps layer."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
+
+from tusk.accounts import api_keys
+from tusk.api import serialize
+from tusk.api.deps import ConsoleUserDep, ServicesDep
+from tusk.apps import store
+
+router = APIRouter(prefix="/console/api/apps", tags=["console"])
+
+
+class AppBody(BaseModel):
+    name: str
+    mode: str
+    description: str = ""
+    icon_type: str | None = None
+    icon: str | None = None
+    icon_background: str | None = None
+
+
+@router.post("", status_code=201)
+async def create_app(body: AppBody, user: ConsoleUserDep, services: ServicesDep) -> dict[str, Any]:
+    user.require_editor()
+    async with services.transaction() as db:
+        app = await store.create_app(
+            db, user.workspace_id, store.NewApp(**body.model_dump()), user.account.id
+        )
+    return serialize.app(app)
+
+
+@router.get("")
+async def list_apps(
+    user: ConsoleUserDep,
+    services: ServicesDep,
+    page: Annotated[int, Query(ge=1, le=99999)] = 1,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    name: str | None = None,
+) -> dict[str, Any]:
+    async with services.transaction() as db:
+        found = await store.list_apps(db, user.workspace_id, page=page, limit=limit, name=name)
+    return {
+        "page": found.page,
+        "limit": found.limit,
+        "total": found.total,
+        "has_more": found.has_more,
+        "data": [serialize.app(app) for app in found.items],
+    }
+
+
+@router.get("/{app_id}")
+async def get_app(app_id: uuid.UUID, user: ConsoleUserDep, services: ServicesDep) -> dict[str, Any]:
+    async with services.transaction() as db:
+        return serialize.app(await store.get_app(db, user.workspace_id, app_id))
+
+
+@router.delete("/{app_id}", status_code=204)
+async def delete_app(app_id: uuid.UUID, user: ConsoleUserDep, services: ServicesDep) -> Response:
+    user.require_editor()
+    async with services.transaction() as db:
+        await store.delete_app(db, user.workspace_id, app_id)
+    return Response(status_code=204)
+
+
+@router.get("/{app_id}/api-keys")
+async def list_app_keys(
+    app_id: uuid.UUID, user: ConsoleUserDep, services: ServicesDep
+) -> dict[str, Any]:
+    async with services.transaction() as db:
+        await store.get_app(db, user.workspace_id, app_id)
+        keys = await api_keys.list_keys(db, user.workspace_id, "app", app_id)
+    return {"data": [serialize.api_key(key) for key in keys]}
+
+
+@router.post("/{app_id}/api-keys", status_code=201)
+async def create_app_key(
+    app_id: uuid.UUID, user: ConsoleUserDep, services: ServicesDep
+) -> dict[str, Any]:
+    user.require_editor()
+    async with services.transaction() as db:
+        await store.get_app(db, user.workspace_id, app_id)
+        new = await api_keys.create_key(
+            db, user.workspace_id, "app", app_id=app_id, created_by=user.account.id
+        )
+    return serialize.api_key(new.key, new.token)
+
+
+@router.delete("/{app_id}/api-keys/{key_id}", status_code=204)
+async def revoke_app_key(
+    app_id: uuid.UUID, key_id: uuid.UUID, user: ConsoleUserDep, services: ServicesDep
+) -> Response:
+    user.require_editor()
+    async with services.transaction() as db:
+        await api_keys.revoke_key(db, user.workspace_id, key_id, "app", app_id)
+    return Response(status_code=204)

@@ -1,0 +1,96 @@
+"""Creating, listing, reading and deleting apps, always within one workspace."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tusk.db.models import App
+from tusk.db.models.apps import APP_MODES
+from tusk.errors import InvalidParam, NotFound
+
+
+@dataclass(frozen=True)
+class NewApp:
+    name: str
+    mode: str
+    description: str = ""
+    icon_type: str | None = None
+    icon: str | None = None
+    icon_background: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[App]
+    total: int
+    page: int
+    limit: int
+
+    @property
+    def has_more(self) -> bool:
+        return self.page * self.limit < self.total
+
+
+def _check(new: NewApp) -> None:
+    if new.mode not in APP_MODES:
+        raise InvalidParam(f"mode must be one of {', '.join(APP_MODES)}.", params="mode")
+    if not 1 <= len(new.name.strip()) <= 255:
+        raise InvalidParam("name must be between 1 and 255 characters.", params="name")
+
+
+async def create_app(
+    db: AsyncSession, workspace_id: uuid.UUID, new: NewApp, created_by: uuid.UUID
+) -> App:
+    _check(new)
+    app = App(
+        workspace_id=workspace_id,
+        name=new.name.strip(),
+        mode=new.mode,
+        description=new.description,
+        icon_type=new.icon_type,
+        icon=new.icon,
+        icon_background=new.icon_background,
+        created_by=created_by,
+        updated_by=created_by,
+    )
+    db.add(app)
+    await db.flush()
+    await db.refresh(app)
+    return app
+
+
+async def get_app(db: AsyncSession, workspace_id: uuid.UUID, app_id: uuid.UUID) -> App:
+    query = select(App).where(App.id == app_id, App.workspace_id == workspace_id)
+    app = (await db.execute(query)).scalar_one_or_none()
+    if app is None:
+        raise NotFound("App not found.")
+    return app
+
+
+async def list_apps(
+    db: AsyncSession, workspace_id: uuid.UUID, *, page: int, limit: int, name: str | None = None
+) -> Page:
+    conditions = [App.workspace_id == workspace_id]
+    if name:
+        conditions.append(App.name.icontains(name, autoescape=True))
+    total = (
+        await db.execute(select(func.count()).select_from(App).where(*conditions))
+    ).scalar_one()
+    query = (
+        select(App)
+        .where(*conditions)
+        .order_by(App.created_at.desc(), App.id)
+        .offset((page - 1) * limit)
+        .limit(limit)
+    )
+    return Page(list((await db.execute(query)).scalars()), total, page, limit)
+
+
+async def delete_app(db: AsyncSession, workspace_id: uuid.UUID, app_id: uuid.UUID) -> None:
+    query = delete(App).where(App.id == app_id, App.workspace_id == workspace_id)
+    if not (await db.execute(query.returning(App.id))).first():
+        raise NotFound("App not found.")

@@ -1,0 +1,204 @@
+"""The `tusk` command. Each command parses its options, calls the library, and prints; errors
+an operator can fix end the command with one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from tusk import __version__
+from tusk.config import ConfigError, Settings, ignored_variables, load_settings
+from tusk.db import migrate
+from tusk.db.embedded import EmbeddedError
+from tusk.db.engine import DatabaseUnreachable, wait_for_database
+from tusk.db.extensions import ExtensionsMissing
+from tusk.errors import TuskError
+from tusk.logs import setup_logging
+from tusk.runtime import Runtime, open_runtime
+
+log = logging.getLogger("tusk")
+cli = typer.Typer(
+    help="Tusk: an LLM application platform on one PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+OPERATOR_ERRORS = (
+    ConfigError,
+    EmbeddedError,
+    DatabaseUnreachable,
+    ExtensionsMissing,
+    migrate.SchemaNotCurrent,
+    TuskError,
+)
+SUPERVISED = "TUSK_SUPERVISED"  # set by `tusk up` in its children
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"tusk: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        fail(str(exc))
+    setup_logging(settings.log_level)
+    ignored = ignored_variables()
+    if ignored and not os.environ.get(SUPERVISED):
+        log.warning("Tusk does not use Redis or Celery; ignoring %s", ", ".join(ignored))
+    return settings
+
+
+@contextmanager
+def operator_errors() -> Iterator[None]:
+    try:
+        yield
+    except OPERATOR_ERRORS as exc:
+        fail(str(exc.message if isinstance(exc, TuskError) else exc))
+
+
+async def ready_database(runtime: Runtime, *, upgrade: bool) -> None:
+    """Wait for the database, then migrate it or insist that its schema is current."""
+    await wait_for_database(runtime.conninfo, runtime.settings.db_wait_seconds)
+    if upgrade:
+        status = await asyncio.to_thread(migrate.upgrade, runtime.conninfo)
+        log.info("database schema at revision %s", status.current)
+    else:
+        await asyncio.to_thread(migrate.require_current, runtime.conninfo)
+
+
+def run(role: str, body: Callable[[Runtime], Any], *, exclusive: bool = False) -> None:
+    """Load settings, open the database (starting the embedded one if needed), run `body`."""
+    settings = settings_or_exit()
+    with operator_errors(), open_runtime(settings, role=role, exclusive=exclusive) as runtime:
+        result = body(runtime)
+        if asyncio.iscoroutine(result):
+            asyncio.run(result)
+
+
+@cli.command()
+def version() -> None:
+    """Print Tusk's version."""
+    typer.echo(__version__)
+
+
+@cli.command("migrate")
+def migrate_command() -> None:
+    """Create or upgrade the database schema (safe to run again)."""
+
+    async def body(runtime: Runtime) -> None:
+        await ready_database(runtime, upgrade=True)
+        typer.echo(f"database schema is current (revision {migrate.head_revision()})")
+
+    run("migrate", body)
+
+
+@cli.command()
+def api(
+    migrate_first: Annotated[
+        bool, typer.Option("--migrate", help="Upgrade the schema first instead of refusing.")
+    ] = False,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (TUSK_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (TUSK_PORT).")] = None,
+) -> None:
+    """Serve the HTTP API."""
+    from tusk.cli.serve import serve_api
+
+    async def body(runtime: Runtime) -> None:
+        await ready_database(runtime, upgrade=migrate_first)
+        await serve_api(runtime, host=host, port=port)
+
+    run("api", body)
+
+
+@cli.command()
+def worker(
+    tasks: Annotated[
+        list[str] | None,
+        typer.Option("--tasks", help="Extra job blueprint to load, as module:attribute."),
+    ] = None,
+) -> None:
+    """Run background jobs from the queue."""
+    from tusk.queue.worker import run_worker
+
+    async def body(runtime: Runtime) -> None:
+        await ready_database(runtime, upgrade=False)
+        await run_worker(runtime.conninfo, runtime.settings, tasks or [])
+
+    run("worker", body)
+
+
+@cli.command()
+def up() -> None:
+    """Run the API and a worker together; with no database configured, on an embedded one."""
+    from tusk.cli.supervisor import supervise
+
+    def body(runtime: Runtime) -> None:
+        asyncio.run(ready_database(runtime, upgrade=True))
+        env = {
+            **os.environ,
+            "DATABASE_URL": runtime.conninfo,
+            "SECRET_KEY": runtime.secret_key,
+            SUPERVISED: "1",
+        }
+        settings = runtime.settings
+        log.info("Tusk %s on http://%s:%d", __version__, settings.host, settings.port)
+        code = supervise({"api": ["api"], "worker": ["worker"]}, env)
+        if code:
+            raise typer.Exit(code)
+
+    run("up", body, exclusive=True)
+
+
+@cli.command()
+def setup(
+    email: Annotated[str, typer.Option(prompt=True, help="The admin's email.")],
+    name: Annotated[str, typer.Option(prompt=True, help="The admin's display name.")],
+    password: Annotated[
+        str,
+        typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="Password."),
+    ],
+) -> None:
+    """Create the first admin account and its workspace."""
+    from tusk.cli.commands import create_first_admin
+
+    async def body(runtime: Runtime) -> None:
+        await ready_database(runtime, upgrade=False)
+        workspace = await create_first_admin(runtime, email=email, name=name, password=password)
+        typer.echo(f"created the admin {email} and the workspace {workspace!r}")
+
+    run("setup", body)
+
+
+@cli.command()
+def doctor() -> None:
+    """Check the database, its extensions and privileges, the schema, the worker and storage."""
+    from tusk.cli.commands import diagnose
+
+    async def body(runtime: Runtime) -> None:
+        findings = await diagnose(runtime)
+        for finding in findings:
+            mark = "ok  " if finding.ok else "FAIL"
+            typer.echo(f"{mark} {finding.name}: {finding.detail}")
+            if finding.fix:
+                typer.echo(f"     fix: {finding.fix}")
+        if not all(finding.ok for finding in findings):
+            raise typer.Exit(1)
+
+    run("doctor", body)
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)
