@@ -98,3 +98,13 @@ def own_server() -> Iterator[EmbeddedPostgres]:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_database(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
+    """The conninfo of a migrated database of this test's own."""
+    name = create_database(pg_server, template_db)
+    try:
+        yield pg_server.conninfo(name)
+    finally:
+        drop_database(pg_server, name)

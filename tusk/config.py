@@ -24,9 +24,12 @@ IGNORED_PREFIXES = ("REDIS_", "CELERY_")
 class ConfigError(Exception):
     """A configuration value Tusk cannot start with; `str()` is one line for the operator."""
 
-    def __init__(self, variable: str, problem: str, expected: str) -> None:
+    def __init__(
+        self, variable: str, problem: str, expected: str, shown: str | None = None
+    ) -> None:
         self.variable = variable
-        super().__init__(f"configuration error: {variable} {problem}; expected {expected}")
+        subject = variable if shown is None else f"{variable}={shown}"
+        super().__init__(f"configuration error: {subject} {problem}; expected {expected}")
 
 
 class StorageType(StrEnum):
@@ -200,8 +203,8 @@ def _config_error(exc: ValidationError) -> ConfigError:
     if field is None:
         return ConfigError(str(error["loc"]), error["msg"], "a valid value")
     description = Settings.model_fields[field].description or "a valid value"
-    problem = f"={_shown(field, error.get('input'))} is invalid ({error['msg']})"
-    return ConfigError(env_name(field), problem, description)
+    problem = f"is invalid ({error['msg']})"
+    return ConfigError(env_name(field), problem, description, _shown(field, error.get("input")))
 
 
 def _check_secret_key(settings: Settings) -> None:
@@ -238,6 +241,10 @@ def load_settings(**overrides: Any) -> Settings:
         raise _config_error(exc) from None
     _check_secret_key(settings)
     _check_storage(settings)
+    if settings.database_url:
+        from tusk.db.conninfo import parse_database_url  # imports this module
+
+        parse_database_url(settings.database_url)
     return settings
 
 

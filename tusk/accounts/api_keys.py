@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tusk.accounts.tokens import sha256
@@ -44,8 +44,10 @@ def hint(token: str) -> str:
     return f"{prefix}…{token[-4:]}"
 
 
-def _scope(workspace_id: uuid.UUID, kind: KeyType, app_id: uuid.UUID | None) -> list[object]:
-    conditions: list[object] = [ApiKey.workspace_id == workspace_id, ApiKey.type == kind]
+def _scope(
+    workspace_id: uuid.UUID, kind: KeyType, app_id: uuid.UUID | None
+) -> list[ColumnElement[bool]]:
+    conditions = [ApiKey.workspace_id == workspace_id, ApiKey.type == kind]
     if kind == "app":
         conditions.append(ApiKey.app_id == app_id)
     return conditions

@@ -34,6 +34,22 @@ def normalize_url(url: str) -> str:
     return _DRIVER_SUFFIX.sub(r"\1://", url.strip())
 
 
+def parse_database_url(url: str) -> dict[str, str | int]:
+    try:
+        parsed = conninfo_to_dict(normalize_url(url))
+        params: dict[str, str | int] = {k: v for k, v in parsed.items() if v is not None}
+    except Exception:
+        params = {}
+    ports = str(params.get("port", "5432")).split(",")
+    if not params or not all(port.isdigit() for port in ports):
+        raise ConfigError(
+            "DATABASE_URL",
+            "is not a valid PostgreSQL URL",
+            "postgresql://user:password@host:port/db",
+        )
+    return params
+
+
 def _with_defaults(params: dict[str, str | int], application_name: str) -> str:
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
     params.setdefault("application_name", application_name)
@@ -45,19 +61,9 @@ def _with_defaults(params: dict[str, str | int], application_name: str) -> str:
 
 def external_conninfo(settings: Settings, application_name: str = "tusk") -> str:
     if settings.database_url:
-        try:
-            params: dict[str, str | int] = dict(
-                conninfo_to_dict(normalize_url(settings.database_url))
-            )
-        except Exception:
-            raise ConfigError(
-                "DATABASE_URL",
-                "is not a valid PostgreSQL URL",
-                "postgresql://user:password@host:port/db",
-            ) from None
-        return _with_defaults(params, application_name)
+        return _with_defaults(parse_database_url(settings.database_url), application_name)
     hosts = [h.strip() for h in (settings.pg_host or "").split(",") if h.strip()]
-    params = {
+    params: dict[str, str | int] = {
         "host": ",".join(hosts),
         "port": ",".join([str(settings.pg_port)] * len(hosts)),
         "user": settings.pg_username,
