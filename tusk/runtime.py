@@ -61,6 +61,7 @@ def _secret_key(settings: Settings) -> str:
 def _embedded_conninfo(settings: Settings, *, exclusive: bool) -> Iterator[str]:
     lock = DataDirLock(settings.data_dir)
     server = embedded_server(settings)
+    server.check()  # before anything is written in the data dir
     if not lock.try_acquire():
         if exclusive:
             raise EmbeddedError(
