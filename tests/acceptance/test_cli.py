@@ -99,8 +99,12 @@ def test_migrate_without_the_right_to_create_extensions_prints_the_sql(
 
 
 def test_doctor_reports_what_works_and_what_to_fix(fresh_database: str) -> None:
-    result = run_tusk("doctor", env=db_env(fresh_database))
+    env = db_env(fresh_database, REDIS_HOST="redis", CELERY_BROKER_URL="redis://redis:6379/1")
+    result = run_tusk("doctor", env=env)
     assert result.returncode == 1  # no worker is running
+    warnings = [line for line in result.stderr.splitlines() if "Redis" in line]
+    assert len(warnings) == 1
+    assert warnings[0].endswith("ignoring CELERY_BROKER_URL, REDIS_HOST")
     out = result.stdout
     assert "ok   connection: external PostgreSQL at" in out
     assert "ok   database: PostgreSQL 18" in out

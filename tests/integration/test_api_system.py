@@ -77,3 +77,24 @@ async def test_oversized_bodies_are_refused_with_413(fresh_database: str) -> Non
             "/console/api/login", content=chunks(), headers={"content-type": "application/json"}
         )
         assert_error(streamed, 413, "request_entity_too_large")
+
+
+async def test_cors_origins_are_configured_per_api(fresh_database: str) -> None:
+    preflight = {"Access-Control-Request-Method": "POST"}
+    async with api_client(
+        fresh_database,
+        console_cors_allow_origins="https://console.example",
+        web_api_cors_allow_origins="*",
+    ) as client:
+        allowed = await client.options(
+            "/console/api/login", headers={**preflight, "Origin": "https://console.example"}
+        )
+        assert allowed.headers["access-control-allow-origin"] == "https://console.example"
+        refused = await client.options(
+            "/console/api/login", headers={**preflight, "Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in refused.headers
+        service = await client.options(
+            "/v1/info", headers={**preflight, "Origin": "https://any.example"}
+        )
+        assert service.headers["access-control-allow-origin"] == "*"

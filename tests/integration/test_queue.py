@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.processes import start_actor, wait_ready
 from tusk.config import Settings
-from tusk.db import kv
+from tusk.db import kv, migrate
+from tusk.db.embedded import EmbeddedPostgres
+from tusk.db.engine import engine_scope
 from tusk.queue import build_app, enqueue
 from tusk.queue.worker import recover_stalled_jobs, run_worker
 
@@ -150,3 +152,17 @@ async def test_jobs_of_a_dead_worker_are_queued_again(engine: AsyncEngine, datab
             assert await recover_stalled_jobs(app, stalled_seconds=60) == 1
             assert await recover_stalled_jobs(app, stalled_seconds=60) == 0
     assert await jobs_for(engine, "orphan") == [("todo", 1)]
+
+
+async def test_a_worker_outlives_a_database_restart(own_server: EmbeddedPostgres) -> None:
+    conninfo = own_server.conninfo()
+    await asyncio.to_thread(migrate.upgrade, conninfo)
+    async with running_worker(conninfo):
+        await asyncio.sleep(1)  # the worker is up and listening
+        await asyncio.to_thread(own_server.stop)
+        await asyncio.sleep(7)  # long enough for a restart to fail while it is down
+        await asyncio.to_thread(own_server.start)
+        async with engine_scope(conninfo) as engine:
+            async with engine.begin() as conn:
+                await enqueue(conn, build_app([JOBS]), "tests.support.jobs:record", key="after")
+            assert await wait_for(done(engine, "after"), timeout=30)

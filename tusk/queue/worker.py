@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 from collections.abc import Iterable
 
@@ -20,6 +21,8 @@ from tusk.queue.app import build_app
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_SECONDS = 2.0
+POOL_TIMEOUT_SECONDS = 5.0
+DATABASE_ERRORS = (procrastinate.exceptions.ConnectorException, psycopg.OperationalError)
 
 
 async def recover_stalled_jobs(app: procrastinate.App, stalled_seconds: float) -> int:
@@ -41,7 +44,13 @@ async def _recovery_loop(app: procrastinate.App, settings: Settings) -> None:
         try:
             await recover_stalled_jobs(app, settings.worker_stalled_seconds)
         except (procrastinate.exceptions.ConnectorException, psycopg.Error) as exc:
-            log.warning("stalled-job check failed: %s", exc)
+            log.warning("stalled-job check failed: %s", describe(exc))
+
+
+def describe(error: BaseException) -> str:
+    """One line; procrastinate's own errors say only "Database error.", so show their cause."""
+    cause = error.__cause__ or error
+    return " ".join(str(cause).split()) or type(cause).__name__
 
 
 def worker_name() -> str:
@@ -50,7 +59,10 @@ def worker_name() -> str:
 
 async def _run_once(app: procrastinate.App, conninfo: str, settings: Settings) -> None:
     connector = procrastinate.PsycopgConnector(
-        conninfo=conninfo, min_size=1, max_size=settings.worker_concurrency + 2
+        conninfo=conninfo,
+        min_size=1,
+        max_size=settings.worker_concurrency + 2,
+        timeout=POOL_TIMEOUT_SECONDS,  # fail fast, and restart, when the database is gone
     )
     with app.replace_connector(connector):
         async with engine_scope(conninfo) as engine, app.open_async():
@@ -61,6 +73,7 @@ async def _work(app: procrastinate.App, engine: AsyncEngine, settings: Settings)
     recovery = asyncio.create_task(_recovery_loop(app, settings))
     try:
         await app.run_worker_async(
+            install_signal_handlers=False,
             concurrency=settings.worker_concurrency,
             name=worker_name(),
             update_heartbeat_interval=settings.worker_heartbeat_seconds,
@@ -74,15 +87,69 @@ async def _work(app: procrastinate.App, engine: AsyncEngine, settings: Settings)
             await recovery
 
 
+async def _until_stopped(run: asyncio.Task[None], stop: asyncio.Event) -> bool:
+    """Wait for the run to end or for a stop request; True if a stop was requested."""
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    return stop.is_set()
+
+
+async def _cancel(run: asyncio.Task[None]) -> None:
+    # Cancelling procrastinate's worker stops it gracefully: running jobs finish first.
+    if run.done():
+        return
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    def request_stop() -> None:
+        if stop.is_set():
+            log.warning("second stop request: exiting now")
+            os._exit(130)
+        log.info("stopping the worker once its running jobs finish")
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, request_stop)
+
+
+def _remove_signals() -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+
+
 async def run_worker(conninfo: str, settings: Settings, extra_tasks: Iterable[str] = ()) -> None:
-    """Run until SIGINT/SIGTERM; a lost database connection restarts the worker after a pause."""
+    """Run until SIGINT/SIGTERM. procrastinate stops its worker when it loses the database;
+    this loop starts it again after a pause, as only a stop request should end it."""
     app = build_app(extra_tasks)
     log.info("worker %s started with %d task(s)", worker_name(), len(app.tasks))
-    while True:
-        try:
-            await _run_once(app, conninfo, settings)
-        except (procrastinate.exceptions.ConnectorException, psycopg.OperationalError) as exc:
-            log.warning("worker lost the database (%s); restarting", " ".join(str(exc).split()))
-            await asyncio.sleep(RESTART_DELAY_SECONDS)
-        else:
-            return
+    stop = asyncio.Event()
+    _install_signals(stop)
+    try:
+        while not stop.is_set():
+            run = asyncio.create_task(_run_once(app, conninfo, settings))
+            try:
+                if await _until_stopped(run, stop):
+                    return
+            finally:
+                await _cancel(run)
+            _log_end(run)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RESTART_DELAY_SECONDS)
+    finally:
+        _remove_signals()
+
+
+def _log_end(run: asyncio.Task[None]) -> None:
+    error = run.exception() if not run.cancelled() else None
+    if error is not None and not isinstance(error, DATABASE_ERRORS):
+        raise error
+    reason = describe(error) if error else "it stopped by itself"
+    log.warning("worker lost the database (%s); restarting", reason)

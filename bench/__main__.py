@@ -1,0 +1,114 @@
+"""Run every benchmark; print the report and write it to bench/results/latest.md.
+
+.venv/bin/python -m bench [--runs N] [--ops N] [--workers N] [--only startup|primitives]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.common import (
+    BenchError,
+    load_average,
+    machine_description,
+    markdown_fields,
+    positive_int,
+    redis_problems,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BENCHMARKS = ("startup", "primitives")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    env = os.environ.get
+    parser.add_argument(
+        "--runs",
+        type=positive_int,
+        default=int(env("BENCH_RUNS", "5")),
+        help="start-ups of each kind (default: $BENCH_RUNS or 5)",
+    )
+    parser.add_argument(
+        "--ops",
+        type=positive_int,
+        default=int(env("BENCH_OPS", "2000")),
+        help="operations per primitives measurement (default: $BENCH_OPS or 2000)",
+    )
+    parser.add_argument(
+        "--workers", type=positive_int, default=8, help="concurrent clients (default 8)"
+    )
+    parser.add_argument(
+        "--only", action="append", choices=BENCHMARKS, help="run only this one (repeatable)"
+    )
+    return parser
+
+
+def _revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=RESULTS.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def _run(selected: Sequence[str], args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The report's sections, and the failures found (a wrong counter, for instance)."""
+    from bench import primitives, startup  # after the prerequisites are known to be there
+
+    sections, failures = [], []
+    if "startup" in selected:
+        sections.append(startup.report(startup.measure(args.runs)))
+    if "primitives" in selected:
+        measured = primitives.measure(args.ops, args.workers)
+        text, failures = primitives.report(measured, args.ops, args.workers)
+        sections.append(text)
+    return sections, failures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    selected = args.only or list(BENCHMARKS)
+    problems = redis_problems() if "primitives" in selected else []
+    if problems:
+        print("\n".join(f"bench: {problem}" for problem in problems), file=sys.stderr)
+        return 2
+    from tusk import __version__
+
+    started_at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    machine = machine_description()
+    started = time.monotonic()
+    try:
+        sections, failures = _run(selected, args)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    machine["load average (1, 5, 15 min)"] += f" at the start, {load_average()} at the end"
+    command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
+    header = (
+        f"# Tusk benchmarks\n\nTusk {__version__} (commit {_revision()}), {started_at}: "
+        f"`{command}`, {time.monotonic() - started:.0f} s in all."
+    )
+    text = "\n\n".join([header, *sections, "## Machine", markdown_fields(machine)]) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.md").write_text(text)
+    print(f"(written to {RESULTS / 'latest.md'})", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
