@@ -31,7 +31,10 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# Needs redis-server as the baseline; installed from Debian's packages when missing and root.
 bench: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y redis-server; }
 	$(BIN)/python -m bench
 
 clean:

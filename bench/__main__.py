@@ -69,7 +69,8 @@ def _run(selected: Sequence[str], args: argparse.Namespace) -> tuple[list[str], 
     """The report's sections, and the failures found (a wrong counter, for instance)."""
     from bench import primitives, startup  # after the prerequisites are known to be there
 
-    sections, failures = [], []
+    sections: list[str] = []
+    failures: list[str] = []
     if "startup" in selected:
         sections.append(startup.report(startup.measure(args.runs)))
     if "primitives" in selected:

@@ -9,7 +9,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -22,8 +21,6 @@ from types import TracebackType
 import psutil
 
 # Tusk's own settings and those of the Dify deployments it replaces: never inherited by children.
-_DROPPED_PREFIXES = ("PG_", "DB_", "TUSK_", "DIFY_", "S3_", "REDIS_", "CELERY_", "STORAGE_")
-_DROPPED_NAMES = ("DATABASE_URL", "SECRET_KEY")
 SCRATCH_PARENT = "/tmp"  # short paths: a Unix socket's path is limited to ~100 bytes
 
 
@@ -319,23 +316,6 @@ def scratch_dir(prefix: str = "tb") -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This machine's environment without any Tusk, Dify or database setting, plus `extra`."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(_DROPPED_PREFIXES) and name not in _DROPPED_NAMES
-    }
-    return {**env, **extra}
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

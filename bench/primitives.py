@@ -36,7 +36,6 @@ from bench.common import (
     BenchError,
     Measured,
     MemorySampler,
-    free_port,
     log_tail,
     machine_description,
     markdown_fields,
@@ -53,6 +52,7 @@ from tusk.db import kv, migrate, pubsub
 from tusk.db.embedded import EmbeddedPostgres
 from tusk.db.engine import create_engine
 from tusk.runtime import EMBEDDED_SERVER_SETTINGS
+from tusk.testing.processes import free_port
 
 try:
     import redis
@@ -262,7 +262,7 @@ class RedisPubSub(PubSub):
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
-        await self._channel.aclose()
+        await self._channel.aclose()  # type: ignore[no-untyped-call]
         await self._subscriber.aclose()
         await self._publisher.aclose()
 

@@ -27,8 +27,6 @@ from bench.common import (
     MemorySampler,
     Stats,
     Stopwatch,
-    clean_env,
-    free_port,
     log_tail,
     machine_description,
     markdown_fields,
@@ -41,6 +39,7 @@ from bench.common import (
 )
 from tusk.db.embedded import EmbeddedPostgres, bundled_major_version
 from tusk.runtime import EMBEDDED_SERVER_SETTINGS
+from tusk.testing.processes import clean_env, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TARGET_COLD_SECONDS = 20.0  # the target for `tusk up` on a new data dir, on 2 cores

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -23,16 +24,32 @@ FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 TEMPLATE = "tusk_template"
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[EmbeddedPostgres]:
-    root = Path(tempfile.mkdtemp(prefix="tusk-test-"))
-    server = EmbeddedPostgres(root / "pg", {**FAST, "max_connections": "400"})
+@contextmanager
+def temporary_server(prefix: str, **settings: str) -> Iterator[EmbeddedPostgres]:
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    server = EmbeddedPostgres(root / "pg", {**FAST, **settings})
     server.start()
     try:
         yield server
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def cloned_database(server: EmbeddedPostgres, template: str | None) -> Iterator[str]:
+    """The conninfo of a new database, a copy of `template` (or empty), dropped afterwards."""
+    name = create_database(server, template)
+    try:
+        yield server.conninfo(name)
+    finally:
+        drop_database(server, name)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    with temporary_server("tusk-test-", max_connections="400") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -61,21 +78,15 @@ def drop_database(server: EmbeddedPostgres, name: str) -> None:
 @pytest.fixture(scope="module")
 def database(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
     """The conninfo of a migrated database of this test module's own."""
-    name = create_database(pg_server, template_db)
-    try:
-        yield pg_server.conninfo(name)
-    finally:
-        drop_database(pg_server, name)
+    with cloned_database(pg_server, template_db) as conninfo:
+        yield conninfo
 
 
 @pytest.fixture
 def empty_database(pg_server: EmbeddedPostgres) -> Iterator[str]:
     """The conninfo of a database with no schema at all."""
-    name = create_database(pg_server)
-    try:
-        yield pg_server.conninfo(name)
-    finally:
-        drop_database(pg_server, name)
+    with cloned_database(pg_server, None) as conninfo:
+        yield conninfo
 
 
 @pytest.fixture
@@ -90,21 +101,12 @@ async def engine(database: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def own_server() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL of this test's own, which the test may stop and start."""
-    root = Path(tempfile.mkdtemp(prefix="tusk-own-"))
-    server = EmbeddedPostgres(root / "pg", FAST)
-    server.start()
-    try:
+    with temporary_server("tusk-own-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
 def fresh_database(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
     """The conninfo of a migrated database of this test's own."""
-    name = create_database(pg_server, template_db)
-    try:
-        yield pg_server.conninfo(name)
-    finally:
-        drop_database(pg_server, name)
+    with cloned_database(pg_server, template_db) as conninfo:
+        yield conninfo

@@ -9,8 +9,9 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import create_database, drop_database
-from tests.support.tusk import clean_env, db_env, free_port, run_tusk
+from tests.support.tusk import db_env, run_tusk
 from tusk.db.embedded import EmbeddedPostgres
+from tusk.testing.processes import clean_env, free_port
 
 pytestmark = pytest.mark.acceptance
 

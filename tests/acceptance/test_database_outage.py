@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.tusk import db_env, free_port, tusk_process, wait_http
+from tests.support.tusk import db_env, tusk_process, wait_http
 from tusk.db.embedded import EmbeddedPostgres
+from tusk.testing.processes import free_port
 
 pytestmark = pytest.mark.acceptance
 

@@ -12,10 +12,11 @@ import httpx
 import pytest
 
 from tests.support.api import ADMIN
-from tests.support.tusk import db_env, free_port, tusk_process, wait_http
+from tests.support.tusk import db_env, tusk_process, wait_http
 from tusk.db import kv
 from tusk.db.engine import engine_scope
 from tusk.queue import build_app, enqueue
+from tusk.testing.processes import free_port
 
 pytestmark = pytest.mark.acceptance
 JOBS = "tests.support.jobs:blueprint"

@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from tests.support.api import ADMIN
-from tests.support.tusk import clean_env, free_port, tusk_process, wait_http
+from tests.support.tusk import tusk_process, wait_http
 from tusk.db.embedded import EmbeddedPostgres
+from tusk.testing.processes import clean_env, free_port
 
 pytestmark = pytest.mark.acceptance
 STARTUP_BUDGET_SECONDS = 20

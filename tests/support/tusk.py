@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,26 +15,7 @@ import httpx
 
 from tests.support.api import SECRET
 from tests.support.processes import ROOT
-
-_INHERITED_PREFIXES = ("PG_", "DB_", "TUSK_", "DIFY_", "S3_", "REDIS_", "CELERY_", "STORAGE_")
-_INHERITED_NAMES = ("DATABASE_URL", "SECRET_KEY", "LOG_LEVEL")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This machine's environment without any Tusk setting, plus `extra`."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(_INHERITED_PREFIXES) and name not in _INHERITED_NAMES
-    }
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+from tusk.testing.processes import clean_env
 
 
 def db_env(conninfo: str, **extra: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
 
 from tusk.accounts import api_keys
 from tusk.api import serialize
@@ -17,22 +16,13 @@ from tusk.apps import store
 router = APIRouter(prefix="/console/api/apps", tags=["console"])
 
 
-class AppBody(BaseModel):
-    name: str
-    mode: str
-    description: str = ""
-    icon_type: str | None = None
-    icon: str | None = None
-    icon_background: str | None = None
-
-
 @router.post("", status_code=201)
-async def create_app(body: AppBody, user: ConsoleUserDep, services: ServicesDep) -> dict[str, Any]:
+async def create_app(
+    body: store.NewApp, user: ConsoleUserDep, services: ServicesDep
+) -> dict[str, Any]:
     user.require_editor()
     async with services.transaction() as db:
-        app = await store.create_app(
-            db, user.workspace_id, store.NewApp(**body.model_dump()), user.account.id
-        )
+        app = await store.create_app(db, user.workspace_id, body, user.account.id)
     return serialize.app(app)
 
 
