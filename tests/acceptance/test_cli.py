@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -136,3 +139,30 @@ def test_a_data_dir_that_cannot_be_created_is_named(tmp_path: Path) -> None:
     result = run_tusk("migrate", env=clean_env(TUSK_DATA_DIR=str(blocker / "data")))
     assert result.returncode == 1
     assert "cannot create the data dir" in one_line_error(result.stderr)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory this process may not write: a read-only mount for root, a mode for others."""
+    target = tmp_path / "read-only"
+    target.mkdir()
+    if os.geteuid() != 0:
+        target.chmod(0o555)
+        yield target
+        target.chmod(0o755)
+        return
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("root cannot be denied writing without a read-only mount, and mount failed")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def test_a_data_dir_that_is_not_writable_is_named(read_only_dir: Path) -> None:
+    result = run_tusk("migrate", env=clean_env(TUSK_DATA_DIR=str(read_only_dir)))
+    assert result.returncode == 1
+    assert f"the data dir {read_only_dir} is not writable" in one_line_error(result.stderr)
