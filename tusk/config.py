@@ -152,6 +152,48 @@ class Settings(BaseSettings):
             expected="seconds without a heartbeat after which a worker's jobs are retried",
         ),
     )
+    openai_api_key: SecretStr | None = Field(
+        None, **_env("OPENAI_API_KEY", expected="an OpenAI API key", secret=True)
+    )
+    openai_api_base: str | None = Field(
+        None,
+        **_env(
+            "OPENAI_API_BASE", expected="an OpenAI-compatible base URL, e.g. http://vllm:8000/v1"
+        ),
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None, **_env("ANTHROPIC_API_KEY", expected="an Anthropic API key", secret=True)
+    )
+    anthropic_api_base: str | None = Field(
+        None, **_env("ANTHROPIC_API_BASE", expected="an Anthropic API base URL")
+    )
+    default_chat_model: str | None = Field(
+        None, **_env("TUSK_DEFAULT_CHAT_MODEL", expected="provider:model, e.g. openai:gpt-4o-mini")
+    )
+    default_embedding_model: str = Field(
+        "local:all-MiniLM-L6-v2",
+        **_env(
+            "TUSK_DEFAULT_EMBEDDING_MODEL", expected="provider:model, e.g. local:all-MiniLM-L6-v2"
+        ),
+    )
+    default_rerank_model: str | None = Field(
+        None, **_env("TUSK_DEFAULT_RERANK_MODEL", expected="provider:model")
+    )
+    chat_fallback_models: str = Field(
+        "", **_env("TUSK_CHAT_FALLBACK_MODELS", expected="provider:model names separated by commas")
+    )
+    model_prices_file: Path | None = Field(
+        None, **_env("TUSK_MODEL_PRICES", expected="a JSON file of model prices")
+    )
+    model_connect_timeout: float = Field(
+        10.0, gt=0, **_env("TUSK_MODEL_CONNECT_TIMEOUT", expected="seconds")
+    )
+    model_read_timeout: float = Field(
+        60.0, gt=0, **_env("TUSK_MODEL_READ_TIMEOUT", expected="seconds")
+    )
+    model_max_retries: int = Field(
+        2, ge=0, le=10, **_env("TUSK_MODEL_MAX_RETRIES", expected="a number of retries (0-10)")
+    )
 
     @property
     def database_configured(self) -> bool:
@@ -207,19 +249,23 @@ def _config_error(exc: ValidationError) -> ConfigError:
     return ConfigError(env_name(field), problem, description, _shown(field, error.get("input")))
 
 
-def _check_secret_key(settings: Settings) -> None:
+def check_secret_key(key: str, variable: str = "SECRET_KEY") -> None:
+    """Refuse a key anyone could guess: Dify's published default, or a short one."""
     expected = Settings.model_fields["secret_key"].description or ""
-    key = settings.secret_key.get_secret_value() if settings.secret_key else ""
-    if not key:
-        if settings.database_configured:
-            raise ConfigError(
-                "SECRET_KEY", "is not set (required with an external database)", expected
-            )
-        return
     if key == DIFY_DEFAULT_SECRET_KEY:
-        raise ConfigError("SECRET_KEY", "is the public default from Dify's example .env", expected)
+        raise ConfigError(variable, "is the public default from Dify's example .env", expected)
     if len(key) < MIN_SECRET_KEY_LENGTH:
-        raise ConfigError("SECRET_KEY", f"is only {len(key)} characters long", expected)
+        raise ConfigError(variable, f"is only {len(key)} characters long", expected)
+
+
+def _check_secret_key(settings: Settings) -> None:
+    key = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    if key:
+        check_secret_key(key)
+    elif settings.database_configured:
+        expected = Settings.model_fields["secret_key"].description or ""
+        problem = "is not set (required with an external database)"
+        raise ConfigError("SECRET_KEY", problem, expected)
 
 
 def _check_storage(settings: Settings) -> None:

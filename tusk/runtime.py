@@ -35,9 +35,13 @@ def embedded_server(settings: Settings) -> EmbeddedPostgres:
     return EmbeddedPostgres(settings.embedded_pg_dir, EMBEDDED_SERVER_SETTINGS)
 
 
+def secret_key_file(data_dir: Path) -> Path:
+    return data_dir / "secret_key"
+
+
 def _generated_secret_key(data_dir: Path) -> str:
     """The embedded mode's key: made once, kept in the data dir (mode 0600)."""
-    path = data_dir / "secret_key"
+    path = secret_key_file(data_dir)
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         try:

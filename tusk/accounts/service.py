@@ -28,6 +28,7 @@ from tusk.errors import (
 )
 
 EDITING_ROLES = frozenset({"owner", "admin", "editor"})
+ADMIN_ROLES = frozenset({"owner", "admin"})
 MAX_FAILED_LOGINS = 5
 FAILED_LOGIN_WINDOW_SECONDS = 3600
 
@@ -50,6 +51,10 @@ class ConsoleUser:
     def require_editor(self) -> None:
         if self.role not in EDITING_ROLES:
             raise Forbidden("Your role in this workspace does not allow this action.")
+
+    def require_admin(self) -> None:
+        if self.role not in ADMIN_ROLES:
+            raise Forbidden("Only the workspace's owner and admins may do this.")
 
 
 def normalize_email(email: str) -> str:

@@ -17,6 +17,7 @@ from tusk.api.routes import (
     console_auth,
     console_files,
     console_keys,
+    console_models,
     service_api,
     system,
 )
@@ -73,7 +74,16 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app = FastAPI(title="Tusk", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    for module in (system, console_auth, console_apps, console_keys, console_files, service_api):
+    routers = (
+        system,
+        console_auth,
+        console_apps,
+        console_keys,
+        console_files,
+        console_models,
+        service_api,
+    )
+    for module in routers:
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, limit_for=body_limits(runtime.settings))
     app.add_middleware(PerPrefixCors, settings=runtime.settings)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import procrastinate
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -13,6 +16,8 @@ from tusk.accounts.service import TokenSettings
 from tusk.config import Settings
 from tusk.db.engine import create_engine, session_factory
 from tusk.db.pubsub import Broker
+from tusk.models.runtime import ModelRuntime, model_settings
+from tusk.models.usage import UsageRecorder
 from tusk.queue import build_app
 from tusk.runtime import Runtime
 from tusk.storage import Storage, create_storage
@@ -26,6 +31,7 @@ class Services:
     storage: Storage
     broker: Broker
     queue: procrastinate.App
+    models: ModelRuntime
 
     @property
     def settings(self) -> Settings:
@@ -51,16 +57,35 @@ async def open_services(runtime: Runtime) -> AsyncIterator[Services]:
         runtime.conninfo, pool_size=settings.pool_size, max_overflow=settings.pool_max_overflow
     )
     broker = Broker(runtime.conninfo)
+    sessions = session_factory(engine)
+    recorder = UsageRecorder(engine)
+    models = ModelRuntime(sessions, runtime.secret_key, model_settings(settings), recorder)
     try:
         await broker.start()
-        yield Services(
-            runtime=runtime,
-            engine=engine,
-            sessions=session_factory(engine),
-            storage=create_storage(settings, engine),
-            broker=broker,
-            queue=build_app(),
-        )
+        await recorder.start()
+        async with _background(models.follow_changes(broker)):
+            yield Services(
+                runtime=runtime,
+                engine=engine,
+                sessions=sessions,
+                storage=create_storage(settings, engine),
+                broker=broker,
+                queue=build_app(),
+                models=models,
+            )
     finally:
+        await recorder.close()
         await broker.close()
         await engine.dispose()
+
+
+@asynccontextmanager
+async def _background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run `work` for the duration of the block."""
+    task = asyncio.create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

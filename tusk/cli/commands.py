@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from tusk.accounts import service
 from tusk.db.engine import engine_scope, session_factory
 from tusk.db.models import Workspace
 from tusk.doctor import Finding, connection_finding, database_findings, storage_finding
-from tusk.runtime import Runtime
+from tusk.models import credentials
+from tusk.runtime import Runtime, secret_key_file
 from tusk.storage import create_storage
 
 
@@ -25,3 +29,22 @@ async def diagnose(runtime: Runtime) -> list[Finding]:
         findings += await database_findings(engine)
         findings.append(await storage_finding(create_storage(runtime.settings, engine)))
     return findings
+
+
+async def rotate_secret(runtime: Runtime, old: str, new: str) -> int:
+    """Re-encrypt every stored secret from `old` to `new` in one transaction; the number of
+    values re-encrypted. With the embedded database's generated key, the key file follows."""
+    async with engine_scope(runtime.conninfo) as engine, session_factory(engine).begin() as db:
+        count = await credentials.rotate(db, old, new)
+    key_file = secret_key_file(runtime.settings.data_dir)
+    if runtime.settings.secret_key is None and key_file.exists():
+        replace_secret_key_file(key_file, new)
+    return count
+
+
+def replace_secret_key_file(path: Path, key: str) -> None:
+    temporary = path.with_name(path.name + ".new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key)
+    temporary.replace(path)

@@ -14,13 +14,20 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from tusk import __version__
-from tusk.config import ConfigError, Settings, ignored_variables, load_settings
+from tusk.config import (
+    ConfigError,
+    Settings,
+    check_secret_key,
+    ignored_variables,
+    load_settings,
+)
 from tusk.db import migrate
 from tusk.db.embedded import EmbeddedError
 from tusk.db.engine import DatabaseUnreachable, wait_for_database
 from tusk.db.extensions import ExtensionsMissing
 from tusk.errors import TuskError
 from tusk.logs import setup_logging
+from tusk.models.credentials import RotationFailed
 from tusk.runtime import Runtime, open_runtime
 
 log = logging.getLogger("tusk")
@@ -37,6 +44,7 @@ OPERATOR_ERRORS = (
     ExtensionsMissing,
     migrate.SchemaNotCurrent,
     TuskError,
+    RotationFailed,
 )
 SUPERVISED = "TUSK_SUPERVISED"  # set by `tusk up` in its children
 
@@ -177,6 +185,28 @@ def setup(
         typer.echo(f"created the admin {email} and the workspace {workspace!r}")
 
     run("setup", body)
+
+
+@cli.command("rotate-secret")
+def rotate_secret(
+    old: Annotated[str, typer.Option(prompt=True, hide_input=True, help="The key in use.")],
+    new: Annotated[
+        str,
+        typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="The new key."),
+    ],
+) -> None:
+    """Re-encrypt every stored credential under a new SECRET_KEY, in one transaction."""
+    from tusk.cli.commands import rotate_secret as rotate
+
+    async def body(runtime: Runtime) -> None:
+        check_secret_key(new, "--new")
+        await ready_database(runtime, upgrade=False)
+        count = await rotate(runtime, old, new)
+        typer.echo(
+            f"re-encrypted {count} credential(s); start Tusk with SECRET_KEY set to the new key"
+        )
+
+    run("rotate-secret", body)
 
 
 @cli.command()

@@ -4,7 +4,7 @@ from tusk.db.models.accounts import ROLES, Account, ApiKey, Membership, Setup, W
 from tusk.db.models.apps import App, AppModelConfig, Conversation, EndUser, Message
 from tusk.db.models.base import Base
 from tusk.db.models.files import StorageChunk, StorageObject, UploadFile
-from tusk.db.models.infra import KeyValue, ProviderCredential
+from tusk.db.models.infra import DefaultModel, KeyValue, ModelUsage, ProviderCredential
 from tusk.db.models.knowledge import Dataset, Document, DocumentSegment
 from tusk.db.models.workflows import Workflow, WorkflowNodeExecution, WorkflowRun
 
@@ -17,12 +17,14 @@ __all__ = [
     "Base",
     "Conversation",
     "Dataset",
+    "DefaultModel",
     "Document",
     "DocumentSegment",
     "EndUser",
     "KeyValue",
     "Membership",
     "Message",
+    "ModelUsage",
     "ProviderCredential",
     "Setup",
     "StorageChunk",

@@ -1,0 +1,1 @@
+"""Built-in providers; each is registered in the entry-point group `tusk.providers`."""

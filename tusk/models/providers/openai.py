@@ -1,0 +1,207 @@
+"""`openai`: the OpenAI API and every OpenAI-compatible server (vLLM, Ollama, LM Studio,
+llama.cpp, DeepSeek, Groq, Together), and Azure OpenAI when an API version is given.
+
+Uses the official SDK with its own retries off: the runtime retries, with one policy for all
+providers and never after a stream has started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from functools import cached_property
+from typing import Any
+
+import openai
+
+from tusk.models.base import ChatModel, CredentialField, EmbeddingModel, Model, Provider
+from tusk.models.errors import (
+    BadRequest,
+    BadResponse,
+    ContextTooLong,
+    InvalidCredentials,
+    ModelError,
+    ModelTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    UnknownModel,
+)
+from tusk.models.providers.http_rerank import HttpRerank
+from tusk.models.providers.openai_wire import (
+    chunk_events,
+    finish_reason,
+    message_to_wire,
+    tools_to_wire,
+)
+from tusk.models.resilience import parse_retry_after
+from tusk.models.types import (
+    ChatEvent,
+    ChatRequest,
+    EmbeddingBatch,
+    Finish,
+    InputType,
+    ModelInfo,
+    ModelType,
+)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+KNOWN_MODELS = [
+    ModelInfo("gpt-4o-mini", "llm", context_window=128_000),
+    ModelInfo("gpt-4o", "llm", context_window=128_000),
+    ModelInfo("gpt-4.1-mini", "llm", context_window=1_047_576),
+    ModelInfo("gpt-4.1", "llm", context_window=1_047_576),
+    ModelInfo("text-embedding-3-small", "text-embedding", dimensions=1536),
+    ModelInfo("text-embedding-3-large", "text-embedding", dimensions=3072),
+]
+
+
+def _status_error(model: str, exc: openai.APIStatusError) -> ModelError:
+    message = exc.message
+    retry_after = parse_retry_after(dict(exc.response.headers))
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return InvalidCredentials(model, message)
+    if isinstance(exc, openai.RateLimitError):
+        return RateLimited(model, message, retry_after=retry_after)
+    if exc.code == "context_length_exceeded" or "maximum context length" in message:
+        return ContextTooLong(model, message)
+    if isinstance(exc, openai.NotFoundError):
+        if exc.code == "model_not_found" or "model" in message.lower():
+            return UnknownModel(model, message)
+        return BadResponse(model, f"404 from the server: is it an OpenAI-compatible API? {message}")
+    if exc.status_code >= 500:
+        return ProviderUnavailable(model, message, retry_after=retry_after)
+    return BadRequest(model, message)
+
+
+def provider_error(model: str, exc: Exception) -> ModelError:
+    """The typed error for anything the SDK or the connection raised."""
+    if isinstance(exc, ModelError):
+        return exc
+    if isinstance(exc, openai.APIStatusError):
+        return _status_error(model, exc)
+    if isinstance(exc, openai.APITimeoutError):
+        return ModelTimeout(model, "the request timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return ProviderUnavailable(model, f"cannot connect: {' '.join(str(cause).split())}")
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return BadResponse(model, f"the server's answer is not OpenAI's protocol: {detail}")
+
+
+class OpenAIChat(ChatModel):
+    def __init__(self, provider: OpenAIProvider, name: str) -> None:
+        super().__init__(provider.instance_name, name)
+        self.client = provider.client
+
+    def _arguments(self, request: ChatRequest) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            **request.parameters,
+            "model": self.name,
+            "messages": [message_to_wire(m) for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.tools:
+            arguments["tools"] = tools_to_wire(request.tools)
+        return arguments
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
+        try:
+            stream = await self.client.chat.completions.create(**self._arguments(request))
+        except Exception as exc:
+            raise provider_error(self.full_name, exc) from exc
+        reason = None
+        try:
+            async for chunk in stream:
+                reason = finish_reason(chunk) or reason
+                for event in chunk_events(chunk):
+                    yield event
+        except Exception as exc:
+            raise provider_error(self.full_name, exc) from exc
+        finally:
+            await stream.close()  # also when the caller stops early: the request ends upstream
+        if reason is None:
+            raise BadResponse(self.full_name, "the stream ended without a finish reason")
+        yield Finish(reason)
+
+
+class OpenAIEmbedding(EmbeddingModel):
+    max_batch = 256
+
+    def __init__(self, provider: OpenAIProvider, name: str, dimensions: int | None) -> None:
+        super().__init__(provider.instance_name, name, dimensions)
+        self.client = provider.client
+
+    async def embed_batch(self, texts: Sequence[str], input_type: InputType) -> EmbeddingBatch:
+        try:
+            response = await self.client.embeddings.create(
+                model=self.name, input=list(texts), encoding_format="float"
+            )
+        except Exception as exc:
+            raise provider_error(self.full_name, exc) from exc
+        vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
+        if len(vectors) != len(texts):
+            raise BadResponse(self.full_name, f"{len(vectors)} vectors for {len(texts)} texts")
+        return EmbeddingBatch(vectors, response.usage.prompt_tokens if response.usage else 0)
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+    label = "OpenAI and OpenAI-compatible"
+    model_types = ("llm", "text-embedding", "rerank")
+    credential_fields = (
+        CredentialField("api_key", "API key", secret=True),
+        CredentialField("base_url", "Base URL (for an OpenAI-compatible server)"),
+        CredentialField("api_version", "API version (Azure OpenAI only)"),
+        CredentialField("organization", "Organization"),
+    )
+
+    @property
+    def base_url(self) -> str:
+        return (self.credentials.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+
+    @cached_property
+    def client(self) -> openai.AsyncOpenAI:
+        timeout = openai.Timeout(self.timeouts.read, connect=self.timeouts.connect)
+        # Local servers (Ollama, vLLM) take any key; the SDK insists on one.
+        api_key = self.credentials.get("api_key") or "unused"
+        if self.credentials.get("api_version"):
+            return openai.AsyncAzureOpenAI(
+                api_key=api_key,
+                azure_endpoint=self.base_url,
+                api_version=self.credentials["api_version"],
+                timeout=timeout,
+                max_retries=0,
+            )
+        return openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=self.base_url,
+            organization=self.credentials.get("organization") or None,
+            timeout=timeout,
+            max_retries=0,
+        )
+
+    def models(self) -> list[ModelInfo]:
+        if self.declared_models or self.credentials.get("base_url"):
+            return self.declared_models
+        return KNOWN_MODELS
+
+    def create(self, model_type: ModelType, model: str) -> Model:
+        if model_type == "llm":
+            return OpenAIChat(self, model)
+        if model_type == "text-embedding":
+            known = {m.name: m.dimensions for m in self.models()}
+            return OpenAIEmbedding(self, model, known.get(model))
+        return HttpRerank(
+            self.instance_name,
+            model,
+            base_url=self.base_url,
+            api_key=self.credentials.get("api_key"),
+            timeouts=self.timeouts,
+        )
+
+    async def validate(self) -> None:
+        """Listing the models needs a valid key and a compatible server, and costs nothing."""
+        try:
+            await self.client.models.list()
+        except Exception as exc:
+            raise provider_error(self.instance_name, exc) from exc
