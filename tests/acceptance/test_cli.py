@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +14,14 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import create_database, drop_database
+from tests.support.api import SECRET
 from tests.support.tusk import db_env, run_tusk
+from tusk import crypto
 from tusk.db.embedded import EmbeddedPostgres
+from tusk.db.engine import engine_scope, session_factory
+from tusk.db.models import Workspace
+from tusk.models import credentials
+from tusk.models.credentials import StoredProvider
 from tusk.testing.processes import clean_env, free_port
 
 pytestmark = pytest.mark.acceptance
@@ -166,3 +174,45 @@ def test_a_data_dir_that_is_not_writable_is_named(read_only_dir: Path) -> None:
     result = run_tusk("migrate", env=clean_env(TUSK_DATA_DIR=str(read_only_dir)))
     assert result.returncode == 1
     assert f"the data dir {read_only_dir} is not writable" in one_line_error(result.stderr)
+
+
+async def _seal_openai(conninfo: str, key: str) -> uuid.UUID:
+    async with engine_scope(conninfo) as engine, session_factory(engine).begin() as db:
+        workspace = Workspace(name="w")
+        db.add(workspace)
+        await db.flush()
+        stored = StoredProvider("openai", "openai", {"api_key": "sk-rotate-me-1234"})
+        await credentials.save(db, key, workspace.id, stored)
+        return workspace.id
+
+
+async def _open_openai(conninfo: str, key: str, workspace: uuid.UUID) -> dict[str, str]:
+    async with engine_scope(conninfo) as engine, session_factory(engine)() as db:
+        return (await credentials.load_all(db, key, workspace))["openai"].credentials
+
+
+def test_rotate_secret_re_encrypts_every_credential(fresh_database: str) -> None:
+    new_key = "n" * 40
+    workspace = asyncio.run(_seal_openai(fresh_database, SECRET))
+    wrong = run_tusk(
+        "rotate-secret", "--old", "w" * 40, "--new", new_key, env=db_env(fresh_database)
+    )
+    assert wrong.returncode == 1
+    assert "nothing was changed" in one_line_error(wrong.stderr)
+    assert (
+        asyncio.run(_open_openai(fresh_database, SECRET, workspace))["api_key"]
+        == "sk-rotate-me-1234"
+    )
+
+    weak = run_tusk("rotate-secret", "--old", SECRET, "--new", "short", env=db_env(fresh_database))
+    assert "--new is only 5 characters long" in one_line_error(weak.stderr)
+
+    done = run_tusk("rotate-secret", "--old", SECRET, "--new", new_key, env=db_env(fresh_database))
+    assert done.returncode == 0, done.stderr
+    assert "re-encrypted 1 credential(s)" in done.stdout
+    assert (
+        asyncio.run(_open_openai(fresh_database, new_key, workspace))["api_key"]
+        == "sk-rotate-me-1234"
+    )
+    with pytest.raises(crypto.DecryptionFailed):
+        asyncio.run(_open_openai(fresh_database, SECRET, workspace))

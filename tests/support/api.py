@@ -20,13 +20,13 @@ SECRET = "test-secret-key-that-is-long-enough-0123456789"
 ADMIN = {"email": "admin@example.com", "name": "Admin", "password": "passw0rd-admin"}
 
 
-def test_settings(**overrides: Any) -> Settings:
+def make_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, secret_key=SECRET, **overrides)  # type: ignore[call-arg]
 
 
 @asynccontextmanager
 async def api_client(conninfo: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Runtime(test_settings(**overrides), conninfo, SECRET, embedded=False))
+    app = create_app(Runtime(make_settings(**overrides), conninfo, SECRET, embedded=False))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tusk") as client:

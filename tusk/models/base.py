@@ -131,5 +131,9 @@ class Provider(ABC):
         """Make a minimal real call with these credentials; raise the provider's error."""
         raise NotImplementedError
 
+    async def aclose(self) -> None:
+        """Release connections (providers with HTTP clients close them)."""
+        return
+
     def unsupported(self, model_type: ModelType, model: str) -> UnknownModel:
         return UnknownModel(f"{self.instance_name}:{model}", f"does not serve {model_type} models")

@@ -61,6 +61,15 @@ class BadResponse(ModelError):
     fallback = True
 
 
+def broken_stream(model: str, exc: BaseException) -> ModelError:
+    """An error raised while reading a stream that had started: a read timeout (the SDKs pass
+    their transport's timeout through unwrapped there), or a broken-off answer."""
+    if any(cls.__name__ == "TimeoutException" for cls in type(exc).__mro__):
+        return ModelTimeout(model, "the stream stalled past the read timeout")
+    detail = " ".join(str(exc.__cause__ or exc).split()) or type(exc).__name__
+    return BadResponse(model, f"the stream broke off: {detail}")
+
+
 class ModelNotInstalled(ModelError):
     """A local model whose files (from PyPI packages) are not installed."""
 

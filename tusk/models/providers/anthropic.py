@@ -20,6 +20,7 @@ from tusk.models.errors import (
     ProviderUnavailable,
     RateLimited,
     UnknownModel,
+    broken_stream,
 )
 from tusk.models.resilience import parse_retry_after
 from tusk.models.types import (
@@ -133,6 +134,15 @@ def tools_to_wire(tools: Sequence[ToolDefinition]) -> list[dict[str, Any]]:
     ]
 
 
+def stream_error(model: str, exc: Exception) -> ModelError:
+    """An error once the stream has started: the answer broke off."""
+    if isinstance(
+        exc, anthropic.APIStatusError | anthropic.APITimeoutError | ModelError | ValueError
+    ):
+        return provider_error(model, exc)
+    return broken_stream(model, exc)
+
+
 class _StreamState:
     def __init__(self) -> None:
         self.prompt_tokens = 0
@@ -169,11 +179,12 @@ class AnthropicChat(ChatModel):
             parameters["stop_sequences"] = parameters.pop("stop")
         system, messages = to_wire(request.messages)
         arguments: dict[str, Any] = {
-            "max_tokens": DEFAULT_MAX_TOKENS,
-            **parameters,
+            "max_tokens": parameters.pop("max_tokens", DEFAULT_MAX_TOKENS),
             "model": self.name,
             "messages": messages,
             "stream": True,
+            # Sampling parameters go in the body as given: the SDK's signature lags the API.
+            "extra_body": parameters,
         }
         if system:
             arguments["system"] = system
@@ -192,7 +203,7 @@ class AnthropicChat(ChatModel):
                 for out in state.events(event):
                     yield out
         except Exception as exc:
-            raise provider_error(self.full_name, exc) from exc
+            raise stream_error(self.full_name, exc) from exc
         finally:
             await stream.close()
         if state.stop_reason is None:
@@ -218,6 +229,10 @@ class AnthropicProvider(Provider):
             timeout=anthropic.Timeout(self.timeouts.read, connect=self.timeouts.connect),
             max_retries=0,
         )
+
+    async def aclose(self) -> None:
+        if "client" in self.__dict__:
+            await self.client.close()
 
     def models(self) -> list[ModelInfo]:
         return self.declared_models or KNOWN_MODELS

@@ -24,6 +24,7 @@ from tusk.models.errors import (
     ProviderUnavailable,
     RateLimited,
     UnknownModel,
+    broken_stream,
 )
 from tusk.models.providers.http_rerank import HttpRerank
 from tusk.models.providers.openai_wire import (
@@ -87,6 +88,13 @@ def provider_error(model: str, exc: Exception) -> ModelError:
     return BadResponse(model, f"the server's answer is not OpenAI's protocol: {detail}")
 
 
+def stream_error(model: str, exc: Exception) -> ModelError:
+    """An error once the stream has started: the answer broke off."""
+    if isinstance(exc, openai.APIStatusError | openai.APITimeoutError | ModelError | ValueError):
+        return provider_error(model, exc)
+    return broken_stream(model, exc)
+
+
 class OpenAIChat(ChatModel):
     def __init__(self, provider: OpenAIProvider, name: str) -> None:
         super().__init__(provider.instance_name, name)
@@ -94,11 +102,12 @@ class OpenAIChat(ChatModel):
 
     def _arguments(self, request: ChatRequest) -> dict[str, Any]:
         arguments: dict[str, Any] = {
-            **request.parameters,
             "model": self.name,
             "messages": [message_to_wire(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
+            # Parameters go in the body as given, including a server's own (vLLM's top_k, ...).
+            "extra_body": dict(request.parameters),
         }
         if request.tools:
             arguments["tools"] = tools_to_wire(request.tools)
@@ -116,7 +125,7 @@ class OpenAIChat(ChatModel):
                 for event in chunk_events(chunk):
                     yield event
         except Exception as exc:
-            raise provider_error(self.full_name, exc) from exc
+            raise stream_error(self.full_name, exc) from exc
         finally:
             await stream.close()  # also when the caller stops early: the request ends upstream
         if reason is None:
@@ -179,6 +188,10 @@ class OpenAIProvider(Provider):
             timeout=timeout,
             max_retries=0,
         )
+
+    async def aclose(self) -> None:
+        if "client" in self.__dict__:
+            await self.client.close()
 
     def models(self) -> list[ModelInfo]:
         if self.declared_models or self.credentials.get("base_url"):
