@@ -224,3 +224,14 @@ def usage(workspace: uuid.UUID, app_id: str | None, status: str) -> UsageRecord:
         currency="USD",
         created_at=datetime.now(UTC),
     )
+
+
+async def test_a_dataset_key_lists_the_workspaces_models(fresh_database: str) -> None:
+    async with api_client(fresh_database) as client:
+        token = await setup_and_login(client)
+        key = (await client.post("/console/api/datasets/api-keys", headers=bearer(token))).json()
+        url = "/v1/workspaces/current/models/model-types/text-embedding"
+        data = (await client.get(url, headers=bearer(key["token"]))).json()["data"]
+        local = next(p for p in data if p["provider"] == "local")
+        assert [m["model"] for m in local["models"]] == ["all-MiniLM-L6-v2"]
+        assert_error(await client.get(url, headers=bearer(token)), 401, "unauthorized")

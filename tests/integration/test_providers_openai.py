@@ -204,3 +204,15 @@ async def test_validation_makes_a_real_call(server: FakeOpenAI) -> None:
     assert server.requests[-1].path == "/v1/models"
     with pytest.raises(InvalidCredentials):
         await provider(server, key="sk-nope").validate()
+
+
+async def test_azure_openai_is_reached_through_its_deployment_paths(server: FakeOpenAI) -> None:
+    azure = OpenAIProvider({"api_key": KEY, "base_url": server.url, "api_version": "2024-06-01"})
+    MADE.append(azure)
+    model = azure.create("llm", "gpt-test")
+    assert isinstance(model, ChatModel)
+    assert (await model.complete(HELLO)).text == "Echo: Hello"
+    request = server.requests[-1]
+    assert request.path == "/openai/deployments/gpt-test/chat/completions"
+    assert request.headers["api-key"] == KEY
+    await azure.validate()

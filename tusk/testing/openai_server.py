@@ -116,12 +116,17 @@ class FakeOpenAI(FakeServer):
             self.route("/rerank", self._rerank),
             self.route("/v1/models", self._models, ["GET"]),
             self.route("/v1/models/{model:path}", self._model, ["GET"]),
+            # Azure OpenAI: a deployment in the path, `api-version` in the query.
+            self.route("/openai/deployments/{deployment}/chat/completions", self._chat),
+            self.route("/openai/deployments/{deployment}/embeddings", self._embeddings),
+            self.route("/openai/models", self._models, ["GET"]),
             self.catch_all(),
         ]
 
     def refuse(self, request: RecordedRequest) -> Response | None:
         given = request.headers.get("authorization", "")
-        if self.api_key is None or given == f"Bearer {self.api_key}":
+        azure = request.headers.get("api-key")
+        if self.api_key is None or self.api_key in (given.removeprefix("Bearer "), azure):
             return None
         key = _masked(given.removeprefix("Bearer").strip())
         message = (

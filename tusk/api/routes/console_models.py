@@ -11,6 +11,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from tusk.api.deps import ConsoleUserDep, ServicesDep
+from tusk.api.services import Services
 from tusk.errors import InvalidParam
 from tusk.models import admin
 from tusk.models.types import ModelType
@@ -121,7 +122,14 @@ async def add_custom_endpoint(
 async def models_of_type(
     model_type: ModelType, user: ConsoleUserDep, services: ServicesDep
 ) -> dict[str, Any]:
-    views = await admin.list_providers(services.models, user.workspace_id)
+    return await models_by_type(services, user.workspace_id, model_type)
+
+
+async def models_by_type(
+    services: Services, workspace_id: uuid.UUID, model_type: ModelType
+) -> dict[str, Any]:
+    """The providers serving a model type, with their models (also on the Knowledge API)."""
+    views = await admin.list_providers(services.models, workspace_id)
     data = [
         {
             "provider": view.name,

@@ -7,8 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from tusk import __version__
-from tusk.api.deps import AppCallerDep, ServicesDep
+from tusk.api.deps import AppCallerDep, DatasetWorkspaceDep, ServicesDep
+from tusk.api.routes.console_models import models_by_type
 from tusk.db.models import Account
+from tusk.models.types import ModelType
 
 router = APIRouter(prefix="/v1", tags=["service"])
 
@@ -16,6 +18,14 @@ router = APIRouter(prefix="/v1", tags=["service"])
 @router.get("/")
 async def welcome() -> dict[str, Any]:
     return {"welcome": "Tusk OpenAPI", "api_version": "v1", "server_version": __version__}
+
+
+@router.get("/workspaces/current/models/model-types/{model_type}")
+async def models_of_type(
+    model_type: ModelType, workspace_id: DatasetWorkspaceDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Dify's Knowledge API lists the workspace's models with a dataset key."""
+    return await models_by_type(services, workspace_id, model_type)
 
 
 @router.get("/info")
