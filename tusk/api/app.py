@@ -18,12 +18,13 @@ from tusk.api.routes import (
     console_files,
     console_keys,
     console_models,
+    knowledge,
     service_api,
     system,
 )
-from tusk.api.services import open_services
 from tusk.config import Settings
 from tusk.runtime import Runtime
+from tusk.services import open_services
 
 CONSOLE_PREFIX = "/console/api"
 UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart framing around an uploaded file
@@ -85,6 +86,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     for module in routers:
         app.include_router(module.router)
+    app.include_router(knowledge.service_router)
+    app.include_router(knowledge.console_router)
     app.add_middleware(BodySizeLimit, limit_for=body_limits(runtime.settings))
     app.add_middleware(PerPrefixCors, settings=runtime.settings)
     return app

@@ -10,9 +10,9 @@ from fastapi import Depends, Request
 
 from tusk.accounts import api_keys
 from tusk.accounts.service import ConsoleUser, console_user
-from tusk.api.services import Services
 from tusk.db.models import App
 from tusk.errors import Forbidden, Unauthorized
+from tusk.services import Services
 
 
 def get_services(request: Request) -> Services:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tusk.db.models import ApiKey, App, UploadFile
+from tusk.db.models import ApiKey, App, Dataset, Document, DocumentSegment, UploadFile
+from tusk.rag.datasets import DatasetStats, retrieval_of
+from tusk.rag.documents import display_status
+from tusk.rag.retrieve import Record, segment_json
 
 
 def ts(value: datetime | None) -> int | None:
@@ -54,4 +57,121 @@ def upload_file(row: UploadFile) -> dict[str, Any]:
         "preview_url": None,
         "source_url": row.source_url,
         "tenant_id": str(row.workspace_id),
+    }
+
+
+def dataset(row: Dataset, stats: DatasetStats | None = None) -> dict[str, Any]:
+    stats = stats or DatasetStats()
+    retrieval = retrieval_of(row).as_dify()
+    return {
+        "id": str(row.id),
+        "name": row.name,
+        "description": row.description,
+        "provider": row.provider,
+        "permission": row.permission,
+        "data_source_type": row.data_source_type or "upload_file",
+        "indexing_technique": row.indexing_technique,
+        "app_count": 0,
+        "document_count": stats.document_count,
+        "word_count": stats.word_count,
+        "total_documents": stats.document_count,
+        "total_available_documents": stats.available_documents,
+        "created_by": str(row.created_by) if row.created_by else None,
+        "created_at": ts(row.created_at),
+        "updated_by": str(row.updated_by) if row.updated_by else None,
+        "updated_at": ts(row.updated_at),
+        "embedding_model": row.embedding_model,
+        "embedding_model_provider": row.embedding_model_provider,
+        "embedding_available": row.indexing_technique == "economy" or bool(row.embedding_model),
+        "retrieval_model_dict": retrieval,
+        "text_search_config": row.text_search_config,
+        "tags": [],
+        "doc_form": row.doc_form,
+        "external_knowledge_info": None,
+        "external_retrieval_model": None,
+        "doc_metadata": [],
+        "built_in_field_enabled": False,
+        "enable_api": True,
+    }
+
+
+def document(row: Document) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "position": row.position,
+        "data_source_type": row.data_source_type,
+        "data_source_info": row.data_source_info,
+        "dataset_process_rule_id": None,
+        "process_rule": row.process_rule,
+        "name": row.name,
+        "created_from": row.created_from,
+        "created_by": str(row.created_by) if row.created_by else None,
+        "created_at": ts(row.created_at),
+        "tokens": row.tokens,
+        "indexing_status": row.indexing_status,
+        "error": row.error,
+        "enabled": row.enabled,
+        "disabled_at": ts(row.disabled_at),
+        "disabled_by": None,
+        "archived": row.archived,
+        "display_status": display_status(row),
+        "word_count": row.word_count,
+        "hit_count": 0,
+        "doc_form": row.doc_form,
+        "doc_language": row.doc_language,
+        "doc_metadata": [{"name": k, "value": v} for k, v in (row.doc_metadata or {}).items()],
+        "completed_segments": row.completed_segments,
+        "total_segments": row.total_segments,
+    }
+
+
+def indexing_status(row: Document) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "indexing_status": row.indexing_status,
+        "processing_started_at": ts(row.processing_started_at),
+        "parsing_completed_at": ts(row.parsing_completed_at),
+        "cleaning_completed_at": ts(row.cleaning_completed_at),
+        "splitting_completed_at": ts(row.splitting_completed_at),
+        "completed_at": ts(row.completed_at),
+        "paused_at": ts(row.paused_at),
+        "error": row.error,
+        "stopped_at": ts(row.stopped_at),
+        "completed_segments": row.completed_segments,
+        "total_segments": row.total_segments,
+    }
+
+
+def segment(row: DocumentSegment, children: list[DocumentSegment] | None = None) -> dict[str, Any]:
+    data = segment_json(row)
+    data["child_chunks"] = [
+        {
+            "id": str(c.id),
+            "segment_id": str(row.id),
+            "content": c.content,
+            "position": c.position,
+            "word_count": c.word_count,
+            "created_at": ts(c.created_at),
+        }
+        for c in children or []
+    ]
+    return data
+
+
+def record(item: Record) -> dict[str, Any]:
+    segment_data = {
+        **item.segment,
+        "document": {
+            "id": str(item.document_id),
+            "data_source_type": "upload_file",
+            "name": item.document_name,
+        },
+    }
+    return {
+        "segment": segment_data,
+        "child_chunks": item.child_chunks,
+        "score": item.score,
+        "tsne_position": None,
+        "files": [],
+        "summary": None,
     }

@@ -137,10 +137,13 @@ def worker(
 ) -> None:
     """Run background jobs from the queue."""
     from tusk.queue.worker import run_worker
+    from tusk.services import open_services, worker_context
 
     async def body(runtime: Runtime) -> None:
         await ready_database(runtime, upgrade=False)
-        await run_worker(runtime.conninfo, runtime.settings, tasks or [])
+        async with open_services(runtime) as services:
+            context = worker_context(services)
+            await run_worker(runtime.conninfo, runtime.settings, tasks or [], context)
 
     run("worker", body)
 

@@ -8,11 +8,11 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import procrastinate
 import psycopg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tusk.config import Settings
 from tusk.db.engine import engine_scope
@@ -57,7 +57,9 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def _run_once(app: procrastinate.App, conninfo: str, settings: Settings) -> None:
+async def _run_once(
+    app: procrastinate.App, conninfo: str, settings: Settings, context: Mapping[str, Any]
+) -> None:
     connector = procrastinate.PsycopgConnector(
         conninfo=conninfo,
         min_size=1,
@@ -66,10 +68,10 @@ async def _run_once(app: procrastinate.App, conninfo: str, settings: Settings) -
     )
     with app.replace_connector(connector):
         async with engine_scope(conninfo) as engine, app.open_async():
-            await _work(app, engine, settings)
+            await _work(app, settings, {**context, "engine": engine})
 
 
-async def _work(app: procrastinate.App, engine: AsyncEngine, settings: Settings) -> None:
+async def _work(app: procrastinate.App, settings: Settings, context: dict[str, Any]) -> None:
     recovery = asyncio.create_task(_recovery_loop(app, settings))
     try:
         await app.run_worker_async(
@@ -78,7 +80,7 @@ async def _work(app: procrastinate.App, engine: AsyncEngine, settings: Settings)
             name=worker_name(),
             update_heartbeat_interval=settings.worker_heartbeat_seconds,
             stalled_worker_timeout=settings.worker_stalled_seconds,
-            additional_context={"engine": engine},
+            additional_context=context,
             delete_jobs="successful",
         )
     finally:
@@ -125,16 +127,23 @@ def _remove_signals() -> None:
         loop.remove_signal_handler(sig)
 
 
-async def run_worker(conninfo: str, settings: Settings, extra_tasks: Iterable[str] = ()) -> None:
+async def run_worker(
+    conninfo: str,
+    settings: Settings,
+    extra_tasks: Iterable[str] = (),
+    context: Mapping[str, Any] | None = None,
+) -> None:
     """Run until SIGINT/SIGTERM. procrastinate stops its worker when it loses the database;
-    this loop starts it again after a pause, as only a stop request should end it."""
+    this loop starts it again after a pause, as only a stop request should end it.
+
+    Jobs find `context` (plus the worker's own database `engine`) in their job context."""
     app = build_app(extra_tasks)
     log.info("worker %s started with %d task(s)", worker_name(), len(app.tasks))
     stop = asyncio.Event()
     _install_signals(stop)
     try:
         while not stop.is_set():
-            run = asyncio.create_task(_run_once(app, conninfo, settings))
+            run = asyncio.create_task(_run_once(app, conninfo, settings, context or {}))
             try:
                 if await _until_stopped(run, stop):
                     return

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/console/api/files", tags=["console"])
 UPLOAD_PATH = "/console/api/files/upload"
 
 
-async def _read(file: FormFile) -> AsyncIterator[bytes]:
+async def read_file(file: FormFile) -> AsyncIterator[bytes]:
     while chunk := await file.read(CHUNK_SIZE):
         yield chunk
 
@@ -53,7 +53,7 @@ async def upload(request: Request, user: ConsoleUserDep, services: ServicesDep) 
             Uploader(user.workspace_id, "account", user.account.id),
             filename=file.filename,
             mime_type=file.content_type,
-            chunks=_read(file),
+            chunks=read_file(file),
             max_bytes=services.settings.upload_limit_bytes,
         )
     return serialize.upload_file(row)

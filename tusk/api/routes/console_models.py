@@ -11,11 +11,11 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from tusk.api.deps import ConsoleUserDep, ServicesDep
-from tusk.api.services import Services
 from tusk.errors import InvalidParam
 from tusk.models import admin
 from tusk.models.types import ModelType
 from tusk.models.usage import daily_usage
+from tusk.services import Services
 
 router = APIRouter(prefix="/console/api/workspaces/current", tags=["console"])
 PROVIDERS = "/model-providers"

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pgvector.sqlalchemy import Vector
+from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
@@ -99,6 +99,10 @@ class Document(Base):
     paused_at: Mapped[datetime | None]
     stopped_at: Mapped[datetime | None]
     indexing_latency: Mapped[float | None] = mapped_column(Float)
+    generation: Mapped[int] = mapped_column(Integer, server_default="0")
+    file_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("upload_files.id", ondelete="SET NULL")
+    )
     created_by: Mapped[uuid.UUID | None] = account_ref()
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
@@ -107,14 +111,21 @@ class Document(Base):
 class DocumentSegment(Base):
     """A chunk of a document: its text, its embedding and its full-text vector.
 
-    The embedding column has no fixed dimension, as datasets use different models; each dataset
-    gets its own vector index on `embedding::vector(n)`, made when its model is known.
+    The embedding is a `halfvec` with no fixed dimension, as datasets use different models;
+    each model in use gets an HNSW index on `embedding::halfvec(n)` for its rows. A document's
+    chunks are written under a new `generation` and become `searchable` all at once.
     """
 
     __tablename__ = "document_segments"
     __table_args__ = (
-        Index(None, "document_id", "position"),
+        Index(None, "document_id", "generation", "position"),
         Index("ix_document_segments_content_tsv", "content_tsv", postgresql_using="gin"),
+        Index(
+            "ix_document_segments_content_trgm",
+            "content",
+            postgresql_using="gin",
+            postgresql_ops={"content": "gin_trgm_ops"},
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -139,8 +150,14 @@ class DocumentSegment(Base):
     disabled_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(32), server_default="waiting")
     error: Mapped[str | None] = mapped_column(Text)
-    embedding: Mapped[Any] = mapped_column(Vector(), nullable=True)
+    generation: Mapped[int] = mapped_column(Integer, server_default="0")
+    # "chunk"; or in hierarchical documents "parent" (returned) and "child" (matched)
+    kind: Mapped[str] = mapped_column(String(16), server_default="chunk")
+    searchable: Mapped[bool] = mapped_column(server_default=text("false"))
+    embedding_model: Mapped[str | None] = mapped_column(String(255))
+    embedding: Mapped[Any] = mapped_column(HALFVEC(), nullable=True)
     content_tsv: Mapped[Any] = mapped_column(TSVECTOR, nullable=True)
+    doc_metadata: Mapped[dict[str, Any]] = jsonb()
     created_by: Mapped[uuid.UUID | None] = account_ref()
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()

@@ -1,4 +1,5 @@
-"""What request handlers use, made once per process by the app's lifespan."""
+"""What a process works with — database, storage, pub/sub, the queue, the model runtime —
+made once per process (by the API's lifespan, or by `tusk worker`)."""
 
 from __future__ import annotations
 
@@ -89,3 +90,13 @@ async def _background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def worker_context(services: Services) -> dict[str, Any]:
+    """What jobs get from `tusk worker` (see `tusk.queue.app` for how they read it)."""
+    return {
+        "models": services.models,
+        "storage": services.storage,
+        "queue": services.queue,
+        "conninfo": services.runtime.conninfo,
+    }

@@ -1,0 +1,1 @@
+"""The RAG engine: extract, clean, split, embed, index and retrieve."""
