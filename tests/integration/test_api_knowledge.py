@@ -247,3 +247,58 @@ async def test_the_console_serves_the_same_operations(fresh_database: str) -> No
         assert (await client.get("/console/api/datasets", headers=reader)).json()["total"] == 1
         refused = await client.post("/console/api/datasets", json={"name": "mine"}, headers=reader)
         assert_error(refused, 403, "forbidden")
+
+
+async def test_the_console_previews_chunks_before_indexing(fresh_database: str) -> None:
+    async with api_client(fresh_database) as client:
+        token = bearer(await setup_and_login(client))
+        body = "\n".join(f"Line {i}: {BEES}" for i in range(30))
+        upload = await client.post(
+            "/console/api/files/upload", files={"file": ("notes.txt", body.encode())}, headers=token
+        )
+        rule = {
+            "mode": "custom",
+            "rules": {"segmentation": {"separator": "\\n", "max_tokens": 100}},
+        }
+        estimate = await client.post(
+            "/console/api/datasets/indexing-estimate",
+            json={
+                "info_list": {
+                    "data_source_type": "upload_file",
+                    "file_info_list": {"file_ids": [upload.json()["id"]]},
+                },
+                "process_rule": rule,
+            },
+            headers=token,
+        )
+        assert estimate.status_code == 200, estimate.text
+        assert estimate.json()["total_segments"] == 30
+        assert len(estimate.json()["preview"]) == 10
+        assert estimate.json()["preview"][0]["content"] == f"Line 0: {BEES}"
+        empty = await client.post(
+            "/console/api/datasets/indexing-estimate", json={"text": "   "}, headers=token
+        )
+        assert "empty" in assert_error(empty, 400, "invalid_param")["message"]
+
+
+async def test_indexing_can_be_paused_and_resumed(fresh_database: str) -> None:
+    async with api_client(fresh_database) as client:
+        auth = await dataset_key(client)
+        dataset = await create_dataset(client, auth)
+        base = f"/v1/datasets/{dataset['id']}"
+        made = (
+            await client.post(
+                f"{base}/document/create-by-text", json={"name": "b", "text": BEES}, headers=auth
+            )
+        ).json()
+        doc = f"{base}/documents/{made['document']['id']}"
+        paused = await client.patch(f"{doc}/processing/pause", headers=auth)
+        assert paused.json() == {"result": "success"}
+        await index(fresh_database)  # the queued run sees the pause and stops
+        assert (await client.get(doc, headers=auth)).json()["indexing_status"] == "paused"
+        assert_error(
+            await client.patch(f"{doc}/processing/pause", headers=auth), 400, "invalid_param"
+        )
+        assert (await client.patch(f"{doc}/processing/resume", headers=auth)).status_code == 200
+        await index(fresh_database)
+        assert (await client.get(doc, headers=auth)).json()["indexing_status"] == "completed"

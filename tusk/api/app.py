@@ -86,6 +86,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     for module in routers:
         app.include_router(module.router)
+    app.include_router(knowledge.estimate_router)  # before /datasets/{dataset_id} routes
     app.include_router(knowledge.service_router)
     app.include_router(knowledge.console_router)
     app.add_middleware(BodySizeLimit, limit_for=body_limits(runtime.settings))

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tusk.accounts import service
 from tusk.db.engine import engine_scope, session_factory
-from tusk.db.models import Workspace
+from tusk.db.models import Dataset, Workspace
 from tusk.doctor import Finding, connection_finding, database_findings, storage_finding
+from tusk.errors import InvalidParam, NotFound
 from tusk.models import credentials
+from tusk.rag import transfer
 from tusk.runtime import Runtime, secret_key_file
+from tusk.services import open_services
 from tusk.storage import create_storage
 
 
@@ -48,3 +57,34 @@ def replace_secret_key_file(path: Path, key: str) -> None:
     with os.fdopen(fd, "w") as out:
         out.write(key)
     temporary.replace(path)
+
+
+async def export_knowledge_base(runtime: Runtime, dataset_id: uuid.UUID, out: TextIO) -> None:
+    async with open_services(runtime) as services, services.transaction() as db:
+        workspace_id = (
+            await db.execute(select(Dataset.workspace_id).where(Dataset.id == dataset_id))
+        ).scalar()
+        if workspace_id is None:
+            raise NotFound(f"no knowledge base {dataset_id}")
+        async for line in transfer.export_lines(db, services.storage, workspace_id, dataset_id):
+            out.write(line)
+
+
+async def import_knowledge_base(
+    runtime: Runtime, source: Iterable[str], workspace_id: uuid.UUID | None
+) -> tuple[Dataset, dict[str, int]]:
+    async with open_services(runtime) as services, services.transaction() as db:
+        target = workspace_id or await _only_workspace(db)
+        return await transfer.import_lines(
+            db, services.storage, services.models, services.queue, target, source
+        )
+
+
+async def _only_workspace(db: AsyncSession) -> uuid.UUID:
+    ids = list((await db.execute(select(Workspace.id))).scalars())
+    if len(ids) != 1:
+        raise InvalidParam(
+            f"this instance has {len(ids)} workspaces; choose one with --workspace",
+            params="workspace",
+        )
+    return ids[0]

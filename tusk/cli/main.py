@@ -7,8 +7,10 @@ import asyncio
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -228,6 +230,53 @@ def doctor() -> None:
             raise typer.Exit(1)
 
     run("doctor", body)
+
+
+knowledge = typer.Typer(help="Move knowledge bases between Tusk instances.", no_args_is_help=True)
+cli.add_typer(knowledge, name="kb")
+
+
+@knowledge.command("export")
+def kb_export(
+    dataset_id: Annotated[uuid.UUID, typer.Argument(help="The knowledge base (dataset) id.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="A file (default: standard output).")
+    ] = None,
+) -> None:
+    """Write a knowledge base with its files, chunks and vectors (JSON Lines)."""
+    from tusk.cli.commands import export_knowledge_base
+
+    async def body(runtime: Runtime) -> None:
+        await ready_database(runtime, upgrade=False)
+        if output is None:
+            await export_knowledge_base(runtime, dataset_id, sys.stdout)
+            return
+        with output.open("w", encoding="utf-8") as out:
+            await export_knowledge_base(runtime, dataset_id, out)
+
+    run("kb-export", body)
+
+
+@knowledge.command("import")
+def kb_import(
+    file: Annotated[Path, typer.Argument(help="A file written by `tusk kb export`.")],
+    workspace: Annotated[
+        uuid.UUID | None, typer.Option(help="The workspace to import into (default: the only one).")
+    ] = None,
+) -> None:
+    """Import a knowledge base in one transaction, without re-embedding it."""
+    from tusk.cli.commands import import_knowledge_base
+
+    async def body(runtime: Runtime) -> None:
+        await ready_database(runtime, upgrade=False)
+        with file.open(encoding="utf-8") as lines:
+            dataset, counts = await import_knowledge_base(runtime, lines, workspace)
+        typer.echo(
+            f"imported {dataset.name!r} as {dataset.id}: {counts['documents']} document(s), "
+            f"{counts['segments']} chunk(s)"
+        )
+
+    run("kb-import", body)
 
 
 def main() -> None:

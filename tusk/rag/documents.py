@@ -337,3 +337,30 @@ async def refresh_searchable(db: Db, document_ids: list[uuid.UUID]) -> None:
         .where(DocumentSegment.document_id == Document.id, Document.id.in_(document_ids))
         .values(searchable=live)
     )
+
+
+async def pause(db: AsyncSession, dataset: Dataset, document_id: uuid.UUID) -> Document:
+    """Stop indexing after the batch in progress; the chunks written so far are kept."""
+    document = await get_document(db, dataset, document_id, for_update=True)
+    if document.indexing_status not in IN_PROGRESS:
+        raise InvalidParam("Only a document being indexed can be paused.", params="document_id")
+    document.indexing_status = "paused"
+    document.paused_at = func.now()
+    await db.flush()
+    await db.refresh(document)
+    return document
+
+
+async def resume(
+    db: AsyncSession, queue: procrastinate.App, dataset: Dataset, document_id: uuid.UUID
+) -> Document:
+    """Go on from where the paused run stopped."""
+    document = await get_document(db, dataset, document_id, for_update=True)
+    if document.indexing_status != "paused":
+        raise InvalidParam("The document is not paused.", params="document_id")
+    document.indexing_status = "parsing"  # a resumed run keeps the batches already written
+    document.paused_at = None
+    await db.flush()
+    await schedule_indexing(db, queue, document)
+    await db.refresh(document)
+    return document

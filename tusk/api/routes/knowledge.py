@@ -18,6 +18,7 @@ from tusk.api.deps import ServicesDep, get_console_user, get_dataset_workspace
 from tusk.api.routes.console_files import read_file, single_file
 from tusk.errors import Forbidden, InvalidParam
 from tusk.rag import datasets, documents, segments
+from tusk.rag.preview import preview
 from tusk.rag.retrieve import Retriever
 from tusk.rag.settings import parse_retrieval
 from tusk.services import Services
@@ -379,6 +380,26 @@ def knowledge_router(
             await documents.delete_document(db, services.storage, dataset, document_id)
         return Response(status_code=204)
 
+    @router.patch("/datasets/{dataset_id}/documents/{document_id}/processing/{action}")
+    async def processing(
+        dataset_id: uuid.UUID,
+        document_id: uuid.UUID,
+        action: str,
+        caller: CallerDep,
+        services: ServicesDep,
+    ) -> dict[str, Any]:
+        """Dify's pause and resume of a document being indexed."""
+        caller.require_edit()
+        if action not in ("pause", "resume"):
+            raise InvalidParam("action must be pause or resume", params="action")
+        async with services.transaction() as db:
+            dataset = await datasets.get_dataset(db, caller.workspace_id, dataset_id)
+            if action == "pause":
+                await documents.pause(db, dataset, document_id)
+            else:
+                await documents.resume(db, services.queue, dataset, document_id)
+        return {"result": "success"}
+
     @router.get("/datasets/{dataset_id}/documents/{document_id}/segments")
     async def list_segments(
         dataset_id: uuid.UUID,
@@ -496,3 +517,44 @@ def knowledge_router(
 
 service_router = knowledge_router("/v1", dataset_key_caller)
 console_router = knowledge_router("/console/api", console_caller)
+
+
+class EstimateBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    info_list: dict[str, Any] | None = None
+    text: str | None = None
+    process_rule: dict[str, Any] | None = None
+    doc_form: str = "text_model"
+
+
+def _file_ids(info_list: dict[str, Any] | None) -> list[uuid.UUID]:
+    ids = ((info_list or {}).get("file_info_list") or {}).get("file_ids") or []
+    try:
+        return [uuid.UUID(str(i)) for i in ids]
+    except ValueError:
+        raise InvalidParam("file_ids must be UUIDs", params="info_list") from None
+
+
+estimate_router = APIRouter(prefix="/console/api/datasets", tags=["knowledge"])
+
+
+@estimate_router.post("/indexing-estimate")
+async def indexing_estimate(
+    body: EstimateBody, caller: Annotated[Caller, Depends(console_caller)], services: ServicesDep
+) -> dict[str, Any]:
+    """Dify's preview: the first chunks of uploaded files (or of a text), and how many there are."""
+    async with services.transaction() as db:
+        found = await preview(
+            db,
+            services.storage,
+            caller.workspace_id,
+            file_ids=_file_ids(body.info_list),
+            text=body.text,
+            process_rule=body.process_rule,
+        )
+    chunks = [
+        {"content": c.text, "child_chunks": [child.text for child in c.children]}
+        for c in found.first
+    ]
+    return {"total_segments": found.total, "preview": chunks, "qa_preview": None}
