@@ -29,13 +29,11 @@ calamine's .xls reader can be made to allocate without bound, with no cheap chec
 from __future__ import annotations
 
 import codecs
-import copy
 import csv
 import html
 import io
 import itertools
 import json
-import operator
 import re
 import threading
 import zipfile
@@ -61,6 +59,8 @@ from pptx.shapes.group import GroupShape
 from pptx.table import Table as SlideTable
 from python_calamine import CalamineWorkbook, SheetTypeEnum
 from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from tusk.rag.workbook_guard import WorkbookRefused, check_workbook, too_big
 
 MAX_CHARS = 50_000_000
 # What an Office file may unpack to: a guard against zip bombs.
@@ -322,10 +322,7 @@ def _office_zip(data: bytes, kind: str) -> zipfile.ZipFile:
 
 
 def _too_big() -> ExtractionError:
-    return ExtractionError(
-        f"the file unpacks to more than Tusk reads ({MAX_UNPACKED_BYTES:,} bytes); "
-        "split it into smaller files"
-    )
+    return ExtractionError(str(too_big(MAX_UNPACKED_BYTES)))
 
 
 def _read_docx(data: bytes, kind: str) -> Extracted:
@@ -390,11 +387,19 @@ def _slide_table_lines(table: SlideTable) -> Iterator[str]:
 def _read_workbook(data: bytes, kind: str) -> Extracted:
     budget = _Budget()
     with _reading(kind):
-        title = _check_workbook(_office_zip(data, kind))
+        title = _workbook_title(_office_zip(data, kind))
         book = CalamineWorkbook.from_filelike(io.BytesIO(data))
         names = [s.name for s in book.sheets_metadata if s.typ == SheetTypeEnum.WorkSheet]
         sheets = [(name, _sheet_lines(book, name, budget)) for name in names]
     return Extracted(_join_sheets(sheets), pages=len(names), title=title)
+
+
+def _workbook_title(archive: zipfile.ZipFile) -> str | None:
+    try:
+        raw = check_workbook(archive, max_bytes=MAX_UNPACKED_BYTES, max_cells=MAX_CELLS)
+    except WorkbookRefused as refused:
+        raise ExtractionError(str(refused)) from None
+    return _title(html.unescape(raw)) if raw is not None else None
 
 
 def _sheet_lines(book: CalamineWorkbook, name: str, budget: _Budget) -> list[str]:
@@ -467,104 +472,6 @@ def _join_sheets(sheets: list[tuple[str, list[str]]]) -> str:
     if len(filled) == 1:
         return "\n".join(filled[0][1])
     return "\n\n".join(f"# {name}\n" + "\n".join(lines) for name, lines in filled)
-
-
-# calamine opens a zip that its .xlsx reader refuses with its .xlsb or .ods one instead.
-_OTHER_WORKBOOKS = frozenset({"mimetype", "xl/_rels/workbook.bin.rels"})
-_CORE_TITLE = re.compile(rb"<(?:[\w.-]+:)?title\b[^>]*>([^<]*)<")
-
-
-def _check_workbook(archive: zipfile.ZipFile) -> str | None:
-    """Refuses what would make calamine allocate without bound; returns the workbook's title.
-
-    Every part is read as calamine's zip reader reads it, past the size the archive declares."""
-    title, left = None, MAX_UNPACKED_BYTES
-    for info in archive.infolist():
-        name = info.filename.replace("\\", "/").lower()
-        if name in _OTHER_WORKBOOKS:
-            raise ExtractionError(
-                "the file is not an .xlsx workbook; save it as .xlsx and upload it again"
-            )
-        part = _unpack(archive, info, left)
-        left -= len(part)
-        _check_part(part)
-        if name == "docprops/core.xml" and (found := _CORE_TITLE.search(part)):
-            title = _title(html.unescape(found.group(1).decode("utf-8", "replace")))
-    return title
-
-
-def _unpack(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
-    probe = copy.copy(info)
-    probe.file_size = limit + 1  # read to the end of the data, whatever the archive declares
-    with archive.open(probe) as member:
-        part = member.read(limit + 1)
-    if len(part) > limit:
-        raise _too_big()
-    if len(part) != info.file_size:
-        raise ExtractionError("the file is damaged or is not a real .xlsx (a part's size is wrong)")
-    return part
-
-
-# An r="…" attribute: a cell's reference ("B7"), or a row's number ("7"). calamine needs no
-# space before an attribute, nor single or double quotes in particular. (Patterns that start
-# with a plain letter and look behind afterwards are searched twice as fast.)
-_REF = re.compile(rb"""r(?<=[\s"']r)\s*=\s*["']([A-Za-z]*)([0-9]+)(?=["'])""")
-# A cell without r="…", which calamine puts just after the previous cell. Counted when in doubt.
-_BARE_CELL = re.compile(rb"""c(?<=<c|:c)(?=[\s/>])(?![^>]{0,512}?(?<=[\s"'])r\s*=)""")
-_ROW = re.compile(rb"<(?:[\w.-]+:)?row(?=[\s/>])")
-_UNIQUE_COUNT = re.compile(rb"""uniqueCount\s*=\s*["'][\s+]*([0-9]+)""")
-
-
-def _check_part(part: bytes) -> None:
-    counts = [int(count) for count in _UNIQUE_COUNT.findall(part)]
-    # calamine reserves room for that many strings at once; each takes 11 bytes at least.
-    if counts and max(counts) > len(part) // 8:
-        raise ExtractionError(
-            "the file is damaged or is not a real .xlsx (its string count is wrong)"
-        )
-    rows, columns = _sheet_size(part)
-    if rows * columns > MAX_CELLS:
-        raise ExtractionError(
-            f"a sheet spans {rows:,} rows by {columns:,} columns, more than Tusk reads "
-            f"({MAX_CELLS:,} cells); delete the unused rows and columns, or split the sheet, "
-            "and upload it again"
-        )
-
-
-def _sheet_size(part: bytes) -> tuple[int, int]:
-    """The rows and columns of the box around a part's cells, which calamine allocates whole."""
-    top, bottom, bare = 1 << 62, 0, 0
-    columns: set[bytes] = set()
-    for start, end in _windows(part):  # in slices, to keep the lists of matches small
-        refs = _REF.findall(part, start, end)
-        bare += len(_BARE_CELL.findall(part, start, end))
-        if refs:
-            numbers = list(map(int, map(operator.itemgetter(1), refs)))
-            top, bottom = min(top, min(numbers)), max(bottom, max(numbers))
-            columns.update(map(operator.itemgetter(0), refs))
-    numbers = [_column_number(letters) for letters in columns if letters]
-    left, right = min(numbers, default=1), max(numbers, default=0)
-    if bare:  # calamine places them by counting on from the previous cell or row
-        top, left = 1, 1
-        bottom, right = bottom + len(_ROW.findall(part)), right + bare
-    return max(0, bottom - top + 1), max(0, right - left + 1)
-
-
-def _windows(data: bytes, size: int = 1 << 20) -> Iterator[tuple[int, int]]:
-    """Slices of about `size` bytes, each cut just before a "<" so that no attribute is split."""
-    start = 0
-    while start < len(data):
-        end = data.find(b"<", start + size)
-        end = len(data) if end == -1 else end
-        yield start, end
-        start = end
-
-
-def _column_number(letters: bytes) -> int:
-    number = 0
-    for letter in letters.upper():
-        number = number * 26 + letter - ord("A") + 1
-    return number
 
 
 # HTML ------------------------------------------------------------------------------------------
