@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tusk.db.models import App
 from tusk.db.models.apps import APP_MODES
+from tusk.db.paging import Page, paginate
 from tusk.errors import InvalidParam, NotFound
 
 
@@ -21,18 +22,6 @@ class NewApp:
     icon_type: str | None = None
     icon: str | None = None
     icon_background: str | None = None
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list[App]
-    total: int
-    page: int
-    limit: int
-
-    @property
-    def has_more(self) -> bool:
-        return self.page * self.limit < self.total
 
 
 def _check(new: NewApp) -> None:
@@ -73,21 +62,11 @@ async def get_app(db: AsyncSession, workspace_id: uuid.UUID, app_id: uuid.UUID) 
 
 async def list_apps(
     db: AsyncSession, workspace_id: uuid.UUID, *, page: int, limit: int, name: str | None = None
-) -> Page:
-    conditions = [App.workspace_id == workspace_id]
+) -> Page[App]:
+    query = select(App).where(App.workspace_id == workspace_id)
     if name:
-        conditions.append(App.name.icontains(name, autoescape=True))
-    total = (
-        await db.execute(select(func.count()).select_from(App).where(*conditions))
-    ).scalar_one()
-    query = (
-        select(App)
-        .where(*conditions)
-        .order_by(App.created_at.desc(), App.id)
-        .offset((page - 1) * limit)
-        .limit(limit)
-    )
-    return Page(list((await db.execute(query)).scalars()), total, page, limit)
+        query = query.where(App.name.icontains(name, autoescape=True))
+    return await paginate(db, query.order_by(App.created_at.desc(), App.id), page, limit)
 
 
 async def delete_app(db: AsyncSession, workspace_id: uuid.UUID, app_id: uuid.UUID) -> None:

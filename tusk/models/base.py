@@ -21,7 +21,9 @@ from tusk.models.types import (
 )
 
 
-class ChatModel(ABC):
+class NamedModel:
+    """A model of a provider, called by `provider:name`."""
+
     def __init__(self, provider: str, name: str) -> None:
         self.provider = provider
         self.name = name
@@ -30,6 +32,8 @@ class ChatModel(ABC):
     def full_name(self) -> str:
         return f"{self.provider}:{self.name}"
 
+
+class ChatModel(NamedModel):
     @abstractmethod
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         """Text and tool-call deltas as they come, then usage and the finish reason."""
@@ -38,17 +42,12 @@ class ChatModel(ABC):
         return await collect(self.stream(request))
 
 
-class EmbeddingModel(ABC):
+class EmbeddingModel(NamedModel):
     max_batch: int = 64  # texts per provider call
 
     def __init__(self, provider: str, name: str, dimensions: int | None = None) -> None:
-        self.provider = provider
-        self.name = name
+        super().__init__(provider, name)
         self.dimensions = dimensions
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.provider}:{self.name}"
 
     @abstractmethod
     async def embed_batch(self, texts: Sequence[str], input_type: InputType) -> EmbeddingBatch:
@@ -64,15 +63,7 @@ class EmbeddingModel(ABC):
         return vectors
 
 
-class RerankModel(ABC):
-    def __init__(self, provider: str, name: str) -> None:
-        self.provider = provider
-        self.name = name
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.provider}:{self.name}"
-
+class RerankModel(NamedModel):
     @abstractmethod
     async def rerank(
         self, query: str, documents: Sequence[str], top_n: int | None = None

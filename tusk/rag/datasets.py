@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tusk.db.models import Dataset, Document
+from tusk.db.paging import Page, paginate
 from tusk.errors import InvalidParam, NotFound, TuskError
 from tusk.models.base import EmbeddingModel
 from tusk.models.errors import UnknownModel
@@ -45,18 +46,6 @@ class DatasetStats:
     document_count: int = 0
     word_count: int = 0
     available_documents: int = 0
-
-
-@dataclass(frozen=True)
-class DatasetPage:
-    items: list[tuple[Dataset, DatasetStats]]
-    total: int
-    page: int
-    limit: int
-
-    @property
-    def has_more(self) -> bool:
-        return self.page * self.limit < self.total
 
 
 @dataclass
@@ -218,24 +207,13 @@ async def list_datasets(
     page: int,
     limit: int,
     keyword: str | None = None,
-) -> DatasetPage:
-    conditions = [Dataset.workspace_id == workspace_id]
+) -> tuple[Page[Dataset], dict[uuid.UUID, DatasetStats]]:
+    """A page of datasets, and the document counts of each."""
+    query = select(Dataset).where(Dataset.workspace_id == workspace_id)
     if keyword:
-        conditions.append(Dataset.name.icontains(keyword, autoescape=True))
-    total = (
-        await db.execute(select(func.count()).select_from(Dataset).where(*conditions))
-    ).scalar_one()
-    query = (
-        select(Dataset)
-        .where(*conditions)
-        .order_by(Dataset.created_at.desc(), Dataset.id)
-        .offset((page - 1) * limit)
-        .limit(limit)
-    )
-    datasets = list((await db.execute(query)).scalars())
-    counts = await stats(db, [d.id for d in datasets])
-    items = [(d, counts.get(d.id, DatasetStats())) for d in datasets]
-    return DatasetPage(items, total, page, limit)
+        query = query.where(Dataset.name.icontains(keyword, autoescape=True))
+    found = await paginate(db, query.order_by(Dataset.created_at.desc(), Dataset.id), page, limit)
+    return found, await stats(db, [d.id for d in found.items])
 
 
 async def update_dataset(

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tusk import storage
 from tusk.db.kv import Db
 from tusk.db.models import Dataset, Document, DocumentSegment, UploadFile
+from tusk.db.paging import Page, paginate
 from tusk.errors import InvalidParam, NotFound
 from tusk.queue import enqueue
 from tusk.rag.clean import CleaningRules
@@ -236,18 +237,6 @@ async def get_document(
     return document
 
 
-@dataclass(frozen=True)
-class DocumentPage:
-    items: list[Document]
-    total: int
-    page: int
-    limit: int
-
-    @property
-    def has_more(self) -> bool:
-        return self.page * self.limit < self.total
-
-
 async def list_documents(
     db: AsyncSession,
     dataset: Dataset,
@@ -256,27 +245,17 @@ async def list_documents(
     limit: int,
     keyword: str | None = None,
     status: str | None = None,
-) -> DocumentPage:
-    conditions: list[ColumnElement[bool]] = [Document.dataset_id == dataset.id]
+) -> Page[Document]:
+    query = select(Document).where(Document.dataset_id == dataset.id)
     if keyword:
-        conditions.append(Document.name.icontains(keyword, autoescape=True))
+        query = query.where(Document.name.icontains(keyword, autoescape=True))
     if status:
         if status not in DISPLAY_FILTERS:
             raise InvalidParam(
                 f"status must be one of {', '.join(DISPLAY_FILTERS)}", params="status"
             )
-        conditions.append(DISPLAY_FILTERS[status])
-    total = (
-        await db.execute(select(func.count()).select_from(Document).where(*conditions))
-    ).scalar_one()
-    query = (
-        select(Document)
-        .where(*conditions)
-        .order_by(Document.position.desc(), Document.id)
-        .offset((page - 1) * limit)
-        .limit(limit)
-    )
-    return DocumentPage(list((await db.execute(query)).scalars()), total, page, limit)
+        query = query.where(DISPLAY_FILTERS[status])
+    return await paginate(db, query.order_by(Document.position.desc(), Document.id), page, limit)
 
 
 async def batch_documents(db: AsyncSession, dataset: Dataset, batch: str) -> list[Document]:

@@ -9,10 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tusk.db.models import Dataset, Document, DocumentSegment
+from tusk.db.paging import Page, paginate
 from tusk.errors import InvalidParam, NotFound
 from tusk.models.runtime import ModelRuntime
 from tusk.rag.datasets import full_model_name, tsvector_config
@@ -29,18 +30,6 @@ class SegmentInput:
     answer: str | None = None
     keywords: Sequence[str] | None = None
     enabled: bool | None = None
-
-
-@dataclass(frozen=True)
-class SegmentPage:
-    items: list[DocumentSegment]
-    total: int
-    page: int
-    limit: int
-
-    @property
-    def has_more(self) -> bool:
-        return self.page * self.limit < self.total
 
 
 def _content(value: str) -> str:
@@ -65,26 +54,18 @@ async def list_segments(
     limit: int,
     keyword: str | None = None,
     statuses: Sequence[str] = (),
-) -> SegmentPage:
-    conditions: list[ColumnElement[bool]] = [
+) -> Page[DocumentSegment]:
+    """The document's chunks (parents, for hierarchical ones), in order."""
+    query = select(DocumentSegment).where(
         DocumentSegment.document_id == document.id,
         DocumentSegment.generation == document.generation,
         DocumentSegment.kind != "child",
-    ]
-    if keyword:
-        conditions.append(DocumentSegment.content.icontains(keyword, autoescape=True))
-    if statuses:
-        conditions.append(DocumentSegment.status.in_(statuses))
-    count = select(func.count()).select_from(DocumentSegment).where(*conditions)
-    total = (await db.execute(count)).scalar_one()
-    query = (
-        select(DocumentSegment)
-        .where(*conditions)
-        .order_by(DocumentSegment.position)
-        .offset((page - 1) * limit)
-        .limit(limit)
     )
-    return SegmentPage(list((await db.execute(query)).scalars()), total, page, limit)
+    if keyword:
+        query = query.where(DocumentSegment.content.icontains(keyword, autoescape=True))
+    if statuses:
+        query = query.where(DocumentSegment.status.in_(statuses))
+    return await paginate(db, query.order_by(DocumentSegment.position), page, limit)
 
 
 async def children_of(

@@ -36,13 +36,7 @@ async def list_apps(
 ) -> dict[str, Any]:
     async with services.transaction() as db:
         found = await store.list_apps(db, user.workspace_id, page=page, limit=limit, name=name)
-    return {
-        "page": found.page,
-        "limit": found.limit,
-        "total": found.total,
-        "has_more": found.has_more,
-        "data": [serialize.app(app) for app in found.items],
-    }
+    return found.as_json([serialize.app(app) for app in found.items])
 
 
 @router.get("/{app_id}")

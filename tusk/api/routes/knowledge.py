@@ -157,16 +157,10 @@ def knowledge_router(
         keyword: str | None = None,
     ) -> dict[str, Any]:
         async with services.transaction() as db:
-            found = await datasets.list_datasets(
+            found, counts = await datasets.list_datasets(
                 db, caller.workspace_id, page=page, limit=limit, keyword=keyword
             )
-        return {
-            "data": [serialize.dataset(d, s) for d, s in found.items],
-            "has_more": found.has_more,
-            "limit": found.limit,
-            "total": found.total,
-            "page": found.page,
-        }
+        return found.as_json([serialize.dataset(d, counts.get(d.id)) for d in found.items])
 
     @router.post("/datasets")
     async def create_dataset(
@@ -330,13 +324,7 @@ def knowledge_router(
             found = await documents.list_documents(
                 db, dataset, page=page, limit=limit, keyword=keyword, status=status
             )
-        return {
-            "data": [serialize.document(d) for d in found.items],
-            "has_more": found.has_more,
-            "limit": found.limit,
-            "total": found.total,
-            "page": found.page,
-        }
+        return found.as_json([serialize.document(d) for d in found.items])
 
     @router.get("/datasets/{dataset_id}/documents/{batch}/indexing-status")
     async def indexing_status(
@@ -418,14 +406,8 @@ def knowledge_router(
                 db, document, page=page, limit=limit, keyword=keyword, statuses=status or ()
             )
             children = await segments.children_of(db, [s.id for s in found.items])
-        return {
-            "data": [serialize.segment(s, children.get(s.id)) for s in found.items],
-            "doc_form": document.doc_form,
-            "has_more": found.has_more,
-            "limit": found.limit,
-            "total": found.total,
-            "page": found.page,
-        }
+        items = [serialize.segment(s, children.get(s.id)) for s in found.items]
+        return {**found.as_json(items), "doc_form": document.doc_form}
 
     @router.post("/datasets/{dataset_id}/documents/{document_id}/segments")
     async def add_segments(
