@@ -194,6 +194,46 @@ class Settings(BaseSettings):
     model_max_retries: int = Field(
         2, ge=0, le=10, **_env("TUSK_MODEL_MAX_RETRIES", expected="a number of retries (0-10)")
     )
+    code_execution_unsafe: bool = Field(
+        False,
+        **_env(
+            "CODE_EXECUTION_UNSAFE",
+            expected="true to run user code WITHOUT a sandbox when bubblewrap is missing",
+        ),
+    )
+    sandbox_timeout: float = Field(
+        10.0, gt=0, le=600, **_env("TUSK_SANDBOX_TIMEOUT", expected="seconds per run (0-600)")
+    )
+    sandbox_memory_mb: int = Field(
+        256, ge=32, le=16384, **_env("TUSK_SANDBOX_MEMORY_MB", expected="megabytes per run")
+    )
+    sandbox_pool_size: int = Field(
+        2, ge=0, le=64, **_env("TUSK_SANDBOX_POOL_SIZE", expected="started sandboxes per language")
+    )
+    sandbox_python: Path = Field(
+        Path("/usr/bin/python3"),
+        **_env("TUSK_SANDBOX_PYTHON", expected="the Python interpreter that runs user code"),
+    )
+    sandbox_node: Path | None = Field(
+        None,
+        **_env(
+            "TUSK_SANDBOX_NODE", expected="the Node.js that runs user code (default: node on PATH)"
+        ),
+    )
+    sandbox_packages_dir: Path | None = Field(
+        None,
+        **_env(
+            "TUSK_SANDBOX_PACKAGES_DIR",
+            expected="a directory of extra Python packages (pip install --target)",
+        ),
+    )
+    sandbox_python_packages: str = Field(
+        "",
+        **_env(
+            "TUSK_SANDBOX_PYTHON_PACKAGES",
+            expected="module names user code may import beyond the standard library, by commas",
+        ),
+    )
 
     @property
     def database_configured(self) -> bool:
