@@ -26,6 +26,8 @@ install: $(INSTALLED)
 
 # Reinstalled whenever pyproject.toml changes.
 $(INSTALLED): pyproject.toml
+	@# bubblewrap isolates user code (the code sandbox); installed from Debian's packages as root.
+	command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q bubblewrap; } || echo "bubblewrap is missing: install it to run code nodes"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
