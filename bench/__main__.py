@@ -1,6 +1,7 @@
 """Run every benchmark; print the report and write it to bench/results/latest.md.
 
-.venv/bin/python -m bench [--runs N] [--ops N] [--workers N] [--only startup|primitives]
+.venv/bin/python -m bench [--runs N] [--ops N] [--workers N] [--calls N] [--passages N]
+                          [--only startup|primitives|models]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bench.common import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("startup", "primitives")
+BENCHMARKS = ("startup", "primitives", "models")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workers", type=positive_int, default=8, help="concurrent clients (default 8)"
+    )
+    parser.add_argument(
+        "--calls",
+        type=positive_int,
+        default=int(env("BENCH_CALLS", "200")),
+        help="chat calls per system and concurrency level, at least (default: $BENCH_CALLS or 200)",
+    )
+    parser.add_argument(
+        "--passages",
+        type=positive_int,
+        default=int(env("BENCH_PASSAGES", "64")),
+        help="passages embedded per batch size and system, at least "
+        "(default: $BENCH_PASSAGES or 64)",
     )
     parser.add_argument(
         "--only", action="append", choices=BENCHMARKS, help="run only this one (repeatable)"
@@ -67,16 +81,27 @@ def _revision() -> str:
 
 def _run(selected: Sequence[str], args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """The report's sections, and the failures found (a wrong counter, for instance)."""
-    from bench import primitives, startup  # after the prerequisites are known to be there
-
+    # Imported here, once the prerequisites are known to be there (bench.primitives needs redis).
     sections: list[str] = []
     failures: list[str] = []
     if "startup" in selected:
+        from bench import startup
+
         sections.append(startup.report(startup.measure(args.runs)))
     if "primitives" in selected:
+        from bench import primitives
+
         measured = primitives.measure(args.ops, args.workers)
-        text, failures = primitives.report(measured, args.ops, args.workers)
+        text, found = primitives.report(measured, args.ops, args.workers)
         sections.append(text)
+        failures += found
+    if "models" in selected:
+        from bench import models
+
+        results = models.measure(args.calls, args.passages)
+        text, found = models.report(results, args.calls, args.passages)
+        sections.append(text)
+        failures += found
     return sections, failures
 
 
@@ -84,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     selected = args.only or list(BENCHMARKS)
     problems = redis_problems() if "primitives" in selected else []
+    if "models" in selected:
+        from bench.models import problems as model_problems
+
+        problems += model_problems()
     if problems:
         print("\n".join(f"bench: {problem}" for problem in problems), file=sys.stderr)
         return 2
