@@ -302,3 +302,80 @@ async def test_indexing_can_be_paused_and_resumed(fresh_database: str) -> None:
         assert (await client.patch(f"{doc}/processing/resume", headers=auth)).status_code == 200
         await index(fresh_database)
         assert (await client.get(doc, headers=auth)).json()["indexing_status"] == "completed"
+
+
+async def test_metadata_fields_values_and_filters(fresh_database: str) -> None:
+    async with api_client(fresh_database) as client:
+        auth = await dataset_key(client)
+        dataset = await create_dataset(client, auth)
+        base = f"/v1/datasets/{dataset['id']}"
+        year = (
+            await client.post(
+                f"{base}/metadata", json={"name": "year", "type": "number"}, headers=auth
+            )
+        ).json()
+        team = (
+            await client.post(
+                f"{base}/metadata", json={"name": "team", "type": "string"}, headers=auth
+            )
+        ).json()
+        bad = await client.post(
+            f"{base}/metadata", json={"name": "Year!", "type": "number"}, headers=auth
+        )
+        assert assert_error(bad, 400, "invalid_param")["params"] == "name"
+        ids = []
+        for name, value in (("old", 2019), ("new", 2024)):
+            made = await client.post(
+                f"{base}/document/create-by-text", json={"name": name, "text": BEES}, headers=auth
+            )
+            ids.append(made.json()["document"]["id"])
+            operation = {
+                "document_id": ids[-1],
+                "metadata_list": [{"id": year["id"], "name": "year", "value": value}],
+            }
+            assert (
+                await client.post(
+                    f"{base}/documents/metadata", json={"operation_data": [operation]}, headers=auth
+                )
+            ).status_code == 200
+        wrong = {"document_id": ids[0], "metadata_list": [{"name": "year", "value": "soon"}]}
+        assert_error(
+            await client.post(
+                f"{base}/documents/metadata", json={"operation_data": [wrong]}, headers=auth
+            ),
+            400,
+            "invalid_param",
+        )
+        await index(fresh_database)
+
+        listed = (await client.get(f"{base}/metadata", headers=auth)).json()["doc_metadata"]
+        assert {(f["name"], f["count"]) for f in listed} == {("year", 2), ("team", 0)}
+        query = {
+            "query": "bees",
+            "retrieval_model": {
+                "search_method": "full_text_search",
+                "top_k": 5,
+                "metadata_filtering_conditions": {
+                    "conditions": [{"name": "year", "comparison_operator": ">", "value": 2020}]
+                },
+            },
+        }
+        found = (await client.post(f"{base}/retrieve", json=query, headers=auth)).json()["records"]
+        assert [r["segment"]["document"]["name"] for r in found] == ["new"]
+
+        renamed = await client.patch(
+            f"{base}/metadata/{year['id']}", json={"name": "published"}, headers=auth
+        )
+        assert renamed.json()["name"] == "published"
+        query["retrieval_model"]["metadata_filtering_conditions"]["conditions"][0]["name"] = (
+            "published"  # type: ignore[index]
+        )
+        found = (await client.post(f"{base}/retrieve", json=query, headers=auth)).json()["records"]
+        assert [r["segment"]["document"]["name"] for r in found] == ["new"]
+        assert (
+            await client.delete(f"{base}/metadata/{team['id']}", headers=auth)
+        ).status_code == 204
+        assert [
+            f["name"]
+            for f in (await client.get(f"{base}/metadata", headers=auth)).json()["doc_metadata"]
+        ] == ["published"]

@@ -89,7 +89,7 @@ def dataset(row: Dataset, stats: DatasetStats | None = None) -> dict[str, Any]:
         "doc_form": row.doc_form,
         "external_knowledge_info": None,
         "external_retrieval_model": None,
-        "doc_metadata": [],
+        "doc_metadata": list(row.metadata_fields or []),
         "built_in_field_enabled": False,
         "enable_api": True,
     }

@@ -17,7 +17,7 @@ from tusk.api import serialize
 from tusk.api.deps import ServicesDep, get_console_user, get_dataset_workspace
 from tusk.api.routes.console_files import read_file, single_file
 from tusk.errors import Forbidden, InvalidParam
-from tusk.rag import datasets, documents, segments
+from tusk.rag import datasets, documents, metadata, segments
 from tusk.rag.preview import preview
 from tusk.rag.retrieve import Retriever
 from tusk.rag.settings import parse_retrieval
@@ -102,6 +102,25 @@ class NewSegments(BaseModel):
 
 class SegmentChange(BaseModel):
     segment: dict[str, Any]
+
+
+class MetadataField(BaseModel):
+    name: str
+    type: str = "string"
+
+
+class MetadataRename(BaseModel):
+    name: str
+
+
+class DocumentMetadata(BaseModel):
+    document_id: uuid.UUID
+    metadata_list: list[dict[str, Any]]
+    partial_update: bool = False
+
+
+class MetadataOperations(BaseModel):
+    operation_data: list[DocumentMetadata]
 
 
 class RetrieveBody(BaseModel):
@@ -476,6 +495,61 @@ def knowledge_router(
             document = await documents.get_document(db, dataset, document_id)
             await segments.delete_segment(db, document, segment_id)
         return Response(status_code=204)
+
+    @router.get("/datasets/{dataset_id}/metadata")
+    async def list_metadata(
+        dataset_id: uuid.UUID, caller: CallerDep, services: ServicesDep
+    ) -> dict[str, Any]:
+        async with services.transaction() as db:
+            dataset = await datasets.get_dataset(db, caller.workspace_id, dataset_id)
+            fields = await metadata.field_counts(db, dataset)
+        return {"doc_metadata": fields, "built_in_field_enabled": False}
+
+    @router.post("/datasets/{dataset_id}/metadata", status_code=201)
+    async def add_metadata(
+        dataset_id: uuid.UUID, body: MetadataField, caller: CallerDep, services: ServicesDep
+    ) -> dict[str, Any]:
+        caller.require_edit()
+        async with services.transaction() as db:
+            dataset = await datasets.get_dataset(db, caller.workspace_id, dataset_id)
+            return dict(await metadata.add_field(db, dataset, body.name, body.type))
+
+    @router.patch("/datasets/{dataset_id}/metadata/{field_id}")
+    async def rename_metadata(
+        dataset_id: uuid.UUID,
+        field_id: str,
+        body: MetadataRename,
+        caller: CallerDep,
+        services: ServicesDep,
+    ) -> dict[str, Any]:
+        caller.require_edit()
+        async with services.transaction() as db:
+            dataset = await datasets.get_dataset(db, caller.workspace_id, dataset_id)
+            return dict(await metadata.rename_field(db, dataset, field_id, body.name))
+
+    @router.delete("/datasets/{dataset_id}/metadata/{field_id}", status_code=204)
+    async def delete_metadata(
+        dataset_id: uuid.UUID, field_id: str, caller: CallerDep, services: ServicesDep
+    ) -> Response:
+        caller.require_edit()
+        async with services.transaction() as db:
+            dataset = await datasets.get_dataset(db, caller.workspace_id, dataset_id)
+            await metadata.delete_field(db, dataset, field_id)
+        return Response(status_code=204)
+
+    @router.post("/datasets/{dataset_id}/documents/metadata")
+    async def document_metadata(
+        dataset_id: uuid.UUID, body: MetadataOperations, caller: CallerDep, services: ServicesDep
+    ) -> dict[str, Any]:
+        caller.require_edit()
+        async with services.transaction() as db:
+            dataset = await datasets.get_dataset(db, caller.workspace_id, dataset_id)
+            for operation in body.operation_data:
+                values = metadata.document_values(dataset, operation.metadata_list)
+                await metadata.set_document_values(
+                    db, dataset, operation.document_id, values, partial=operation.partial_update
+                )
+        return {"result": "success"}
 
     @router.post("/datasets/{dataset_id}/retrieve")
     @router.post("/datasets/{dataset_id}/hit-testing")

@@ -55,6 +55,8 @@ class Dataset(Base):
     embedding_dimensions: Mapped[int | None]
     retrieval_model: Mapped[dict[str, Any]] = jsonb()
     text_search_config: Mapped[str] = mapped_column(String(64), server_default="simple")
+    # The metadata fields its documents may carry: [{"id", "name", "type"}]
+    metadata_fields: Mapped[Any] = jsonb("[]")
     doc_form: Mapped[str] = mapped_column(String(32), server_default="text_model")
     created_by: Mapped[uuid.UUID | None] = account_ref()
     updated_by: Mapped[uuid.UUID | None] = account_ref()
