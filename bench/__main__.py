@@ -1,7 +1,7 @@
 """Run every benchmark; print the report and write it to bench/results/latest.md.
 
 .venv/bin/python -m bench [--runs N] [--ops N] [--workers N] [--calls N] [--passages N]
-                          [--only startup|primitives|models]
+                          [--only startup|primitives|models|sandbox]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from bench.common import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("startup", "primitives", "models")
+BENCHMARKS = ("startup", "primitives", "models", "sandbox")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,6 +102,13 @@ def _run(selected: Sequence[str], args: argparse.Namespace) -> tuple[list[str], 
         text, found = models.report(results, args.calls, args.passages)
         sections.append(text)
         failures += found
+    if "sandbox" in selected:
+        from bench import sandbox
+
+        measured = sandbox.measure(args.calls, args.workers)
+        text, found = sandbox.report(measured, args.calls, args.workers)
+        sections.append(text)
+        failures += found
     return sections, failures
 
 
@@ -113,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.models import problems as model_problems
 
         problems += model_problems()
+    if "sandbox" in selected:
+        from bench.sandbox import problems as sandbox_problems
+
+        problems += sandbox_problems()
     if problems:
         print("\n".join(f"bench: {problem}" for problem in problems), file=sys.stderr)
         return 2

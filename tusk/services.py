@@ -21,6 +21,7 @@ from tusk.models.runtime import ModelRuntime, model_settings
 from tusk.models.usage import UsageRecorder
 from tusk.queue import build_app
 from tusk.runtime import Runtime
+from tusk.sandbox import Sandbox
 from tusk.storage import Storage, create_storage
 
 
@@ -33,6 +34,7 @@ class Services:
     broker: Broker
     queue: procrastinate.App
     models: ModelRuntime
+    sandbox: Sandbox
 
     @property
     def settings(self) -> Settings:
@@ -61,9 +63,11 @@ async def open_services(runtime: Runtime) -> AsyncIterator[Services]:
     sessions = session_factory(engine)
     recorder = UsageRecorder(engine)
     models = ModelRuntime(sessions, runtime.secret_key, model_settings(settings), recorder)
+    sandbox = Sandbox.from_settings(settings)
     try:
         await broker.start()
         await recorder.start()
+        await sandbox.start()  # says now if code cannot run here; fills its pool meanwhile
         async with _background(models.follow_changes(broker)):
             yield Services(
                 runtime=runtime,
@@ -73,8 +77,10 @@ async def open_services(runtime: Runtime) -> AsyncIterator[Services]:
                 broker=broker,
                 queue=build_app(),
                 models=models,
+                sandbox=sandbox,
             )
     finally:
+        await sandbox.close()
         await recorder.close()
         await broker.close()
         await engine.dispose()
@@ -98,5 +104,6 @@ def worker_context(services: Services) -> dict[str, Any]:
         "models": services.models,
         "storage": services.storage,
         "queue": services.queue,
+        "sandbox": services.sandbox,
         "conninfo": services.runtime.conninfo,
     }

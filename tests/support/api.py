@@ -21,6 +21,8 @@ ADMIN = {"email": "admin@example.com", "name": "Admin", "password": "passw0rd-ad
 
 
 def make_settings(**overrides: Any) -> Settings:
+    # No pre-started sandboxes: most tests run no user code, and each would start four.
+    overrides.setdefault("sandbox_pool_size", 0)
     return Settings(_env_file=None, secret_key=SECRET, **overrides)  # type: ignore[call-arg]
 
 
