@@ -35,7 +35,7 @@ from tusk.sandbox import (
     SandboxConfig,
     SandboxUnavailable,
 )
-from tusk.sandbox.runner import NOBODY, SANDBOX_ENV
+from tusk.sandbox.command import NOBODY, SANDBOX_ENV
 
 HAS_BWRAP = shutil.which("bwrap") is not None
 HAS_NODE = shutil.which("node") is not None

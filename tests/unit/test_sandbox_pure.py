@@ -12,6 +12,18 @@ import pytest
 from tusk.config import Settings
 from tusk.errors import InvalidParam, TuskError
 from tusk.sandbox import boot
+from tusk.sandbox.command import (
+    NOBODY,
+    PACKAGES_MOUNT,
+    SANDBOX_ENV,
+    Language,
+    Launch,
+    Layout,
+    RunAs,
+    host_layout,
+    parse_language,
+    sandbox_command,
+)
 from tusk.sandbox.errors import (
     BadReturnType,
     CodeExecutionError,
@@ -23,28 +35,15 @@ from tusk.sandbox.errors import (
     SandboxUnavailable,
 )
 from tusk.sandbox.limits import Limits, SpawnLimits
-from tusk.sandbox.runner import (
-    HOST_ENV,
-    NOBODY,
-    PACKAGES_MOUNT,
-    SANDBOX_ENV,
-    Language,
-    Launch,
-    Layout,
+from tusk.sandbox.protocol import (
     Result,
-    RunAs,
-    SandboxConfig,
-    Tools,
     classify_exit,
     depth,
     encode_request,
-    host_layout,
-    parse_language,
     parse_response,
-    sandbox_command,
     start_failure,
-    tool_problem,
 )
+from tusk.sandbox.runner import HOST_ENV, SandboxConfig, Tools, tool_problem
 
 MIB = 2**20
 LAYOUT = Layout(binds=("/usr",), symlinks=(("usr/lib", "/lib"), ("usr/bin", "/bin")))

@@ -8,6 +8,7 @@ JavaScript snippets run in bubblewrap sandboxes, each used once, served from a p
 See docs/sandbox.md.
 """
 
+from tusk.sandbox.command import Language, parse_language
 from tusk.sandbox.errors import (
     BadReturnType,
     CodeExecutionError,
@@ -19,7 +20,8 @@ from tusk.sandbox.errors import (
     SandboxUnavailable,
 )
 from tusk.sandbox.limits import Limits
-from tusk.sandbox.runner import Language, Result, Sandbox, SandboxConfig, parse_language
+from tusk.sandbox.protocol import Result
+from tusk.sandbox.runner import Sandbox, SandboxConfig
 
 __all__ = [
     "BadReturnType",

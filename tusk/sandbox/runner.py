@@ -23,63 +23,58 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import pwd
-import re
 import shutil
 import signal
 import subprocess
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from tusk.errors import InvalidParam
+from tusk.sandbox.command import (
+    NOBODY,
+    PACKAGES_MOUNT,
+    Language,
+    Launch,
+    RunAs,
+    host_layout,
+    parse_language,
+    sandbox_command,
+)
 from tusk.sandbox.errors import (
-    ERRORS_BY_KIND,
-    BadReturnType,
     CodeExecutionError,
-    CodeRuntimeError,
     CodeTimeout,
-    MemoryLimitExceeded,
     OutputTooLarge,
     SandboxUnavailable,
 )
 from tusk.sandbox.limits import Limits, SpawnLimits
+from tusk.sandbox.protocol import (
+    Result,
+    classify_exit,
+    encode_request,
+    parse_response,
+    start_failure,
+)
 
 if TYPE_CHECKING:
     from tusk.config import Settings
 
 log = logging.getLogger(__name__)
 
-MIB = 2**20
 SANDBOX_USER = "tusk-sandbox"  # runs bwrap when Tusk runs as root
-NOBODY = 65534  # the uid and gid the code sees, and the fallback user when none can be created
-PACKAGES_MOUNT = "/opt/tusk/packages"
-SANDBOX_TMP = "/tmp"  # noqa: S108 - the sandbox's own, empty tmpfs
-SANDBOX_ENV = {
-    "PATH": "/usr/bin:/bin",
-    "LANG": "C.UTF-8",
-    "HOME": SANDBOX_TMP,
-    "TMPDIR": SANDBOX_TMP,
-}
 HOST_ENV = {"PATH": "/usr/bin:/bin"}  # bwrap's own: its PID 1 shows it in /proc/1/environ
-SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")  # symlinks into /usr, or not
 STARTUP_TIMEOUT = 15.0
 EXIT_GRACE = 1.0  # how long a sandbox may take to exit (having answered, or lost its PID 1)
 STDERR_KEPT = 16 * 1024
 MAX_IDLE_CRASHES = 5
-OUT_OF_MEMORY = re.compile(
-    r"out of memory|heap limit|MemoryError|allocation failed|bad_alloc", re.I
-)
 UNSAFE_WARNING = (
     "CODE_EXECUTION_UNSAFE=true and bubblewrap is missing: code nodes run user code WITHOUT "
     "isolation, with this machine's files and network. Never do this in production; install "
@@ -90,36 +85,7 @@ BWRAP_MISSING = (
     "distribution's bubblewrap package); CODE_EXECUTION_UNSAFE=true runs code WITHOUT isolation "
     "on a developer machine"
 )
-
-
-class Language(StrEnum):
-    PYTHON = "python3"
-    JAVASCRIPT = "javascript"
-
-
 BOOT_FILES = {Language.PYTHON: "boot.py", Language.JAVASCRIPT: "boot.js"}
-LANGUAGE_NAMES = {
-    "python": Language.PYTHON,
-    "python3": Language.PYTHON,
-    "javascript": Language.JAVASCRIPT,
-    "js": Language.JAVASCRIPT,
-    "nodejs": Language.JAVASCRIPT,
-}
-
-
-def parse_language(name: str) -> Language:
-    try:
-        return LANGUAGE_NAMES[str(name).lower()]
-    except KeyError:
-        raise InvalidParam(f"unknown code language {name!r}: python3 or javascript") from None
-
-
-@dataclass(frozen=True)
-class Result:
-    outputs: dict[str, Any]
-    stdout: str  # what the code printed, at most `Limits.print_bytes`
-    stdout_truncated: bool
-    elapsed: float  # seconds from sending the inputs to receiving the outputs
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -149,231 +115,6 @@ class SandboxConfig:
             python_packages=frozenset(name for name in names if name),
             unsafe=settings.code_execution_unsafe,
         )
-
-
-@dataclass(frozen=True)
-class Layout:
-    """The host paths the sandbox sees read-only, and the symlinks of a merged-/usr system."""
-
-    binds: tuple[str, ...] = ("/usr",)
-    symlinks: tuple[tuple[str, str], ...] = ()  # (target, link)
-
-
-@dataclass(frozen=True)
-class RunAs:
-    uid: int
-    gid: int
-    name: str
-
-
-@dataclass(frozen=True)
-class Launch:
-    """Everything the command line of one sandbox depends on."""
-
-    language: Language
-    interpreter: str
-    boot: str  # the source of boot.py or boot.js
-    spawn: SpawnLimits
-    prlimit: str
-    bwrap: str | None  # None: unsafe, no sandbox
-    layout: Layout = Layout()
-    packages_dir: str | None = None
-    run_as: RunAs | None = None  # as root: the user to become before starting bwrap
-    setpriv: str = "setpriv"
-
-
-# --- command lines (pure) ---------------------------------------------------------------------
-
-
-def interpreter_argv(launch: Launch) -> list[str]:
-    if launch.language is Language.PYTHON:
-        # -I: no environment variables, user site or script dir; -S: no site-packages.
-        return [launch.interpreter, "-I", "-S", "-B", "-X", "utf8", "-c", launch.boot]
-    heap = f"--max-old-space-size={launch.spawn.memory_mb}"
-    return [launch.interpreter, heap, "--disallow-code-generation-from-strings", "-e", launch.boot]
-
-
-def node_data_mb(memory_mb: int) -> int:
-    """RLIMIT_DATA for Node.js: ArrayBuffers and native memory count, unlike V8's heap limit.
-    With less room than this, V8 crashes without a word before its heap limit says "out of
-    memory"."""
-    return 2 * memory_mb + 128
-
-
-def prlimit_argv(launch: Launch) -> list[str]:
-    spawn = launch.spawn
-    args = [
-        launch.prlimit,
-        f"--cpu={spawn.cpu_seconds}:{spawn.cpu_seconds + 1}",
-        f"--fsize={spawn.file_size_mb * MIB}",
-        f"--nofile={spawn.open_files}",
-        "--core=0",
-    ]
-    if launch.bwrap is not None:  # counted per sandbox only inside its user namespace
-        args.append(f"--nproc={spawn.processes}")
-    if launch.language is Language.PYTHON:
-        args.append(f"--as={spawn.memory_mb * MIB}")
-    else:  # V8 reserves far more address space than it uses: bound the data segment instead
-        args.append(f"--data={node_data_mb(spawn.memory_mb) * MIB}")
-    return [*args, "--"]
-
-
-def bwrap_argv(launch: Launch) -> list[str]:
-    assert launch.bwrap is not None
-    spawn = launch.spawn
-    args = [launch.bwrap, "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
-    args += ["--disable-userns", "--unshare-pid", "--unshare-net", "--unshare-ipc"]
-    args += ["--unshare-uts", "--hostname", "sandbox", "--unshare-cgroup-try"]
-    args += ["--die-with-parent", "--new-session", "--as-pid-1", "--cap-drop", "ALL"]
-    args.append("--clearenv")
-    for name, value in SANDBOX_ENV.items():
-        args += ["--setenv", name, value]
-    for path in launch.layout.binds:
-        args += ["--ro-bind", path, path]
-    for target, link in launch.layout.symlinks:
-        args += ["--symlink", target, link]
-    if launch.packages_dir is not None:
-        args += ["--ro-bind", launch.packages_dir, PACKAGES_MOUNT]
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    shm_size = max(spawn.tmp_size_mb * MIB // 4, MIB)
-    args += ["--size", str(shm_size), "--tmpfs", "/dev/shm"]  # noqa: S108 - the sandbox's own
-    args += ["--size", str(spawn.tmp_size_mb * MIB), "--tmpfs", SANDBOX_TMP]
-    args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", SANDBOX_TMP, "--"]
-    return args
-
-
-def setpriv_argv(launch: Launch) -> list[str]:
-    """Become the sandbox user. Done by exec'ing setpriv rather than by subprocess's `user=`,
-    which would make Python fork() the whole server instead of vfork()ing it."""
-    if launch.run_as is None:
-        return []
-    uid, gid = launch.run_as.uid, launch.run_as.gid
-    return [launch.setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
-
-
-def sandbox_command(launch: Launch) -> list[str]:
-    inner = [*prlimit_argv(launch), *interpreter_argv(launch)]
-    outer = setpriv_argv(launch)
-    return [*outer, *inner] if launch.bwrap is None else [*outer, *bwrap_argv(launch), *inner]
-
-
-# --- requests and responses (pure) -----------------------------------------------------------
-
-
-def encode_request(
-    code: str, inputs: Mapping[str, Any], limits: Limits, modules: Iterable[str], path: list[str]
-) -> bytes:
-    if not isinstance(code, str):
-        raise InvalidParam("code must be a string")
-    if not isinstance(inputs, Mapping) or not all(isinstance(key, str) for key in inputs):
-        raise InvalidParam("inputs must be an object whose keys are strings")
-    request = {
-        "code": code,
-        "inputs": dict(inputs),
-        "limits": {
-            "max_depth": limits.max_depth,
-            "output_bytes": limits.output_bytes,
-            "print_bytes": limits.print_bytes,
-        },
-        "modules": sorted(modules),
-        "path": path,
-    }
-    try:
-        text = json.dumps(request, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidParam(f"the inputs are not JSON values: {exc}") from None
-    return text.encode("utf-8", "surrogatepass") + b"\n"
-
-
-def depth(value: object, limit: int) -> int:
-    """How deeply `value` nests (a scalar is 0), counted up to `limit + 1` at most."""
-    if limit < 0 or not isinstance(value, dict | list):
-        return 0
-    items = value.values() if isinstance(value, dict) else value
-    return 1 + max((depth(item, limit - 1) for item in items), default=0)
-
-
-def _error(kind: str, message: Mapping[str, Any], stdout: str) -> CodeExecutionError:
-    cls = ERRORS_BY_KIND.get(kind, CodeRuntimeError)
-    keys = ("line", "column", "text", "error_type", "traceback")
-    details = {key: message[key] for key in keys if message.get(key) is not None}
-    text = message.get("message")
-    return cls(text if isinstance(text, str) else kind, details=details, stdout=stdout)
-
-
-def parse_response(line: bytes, limits: Limits, elapsed: float) -> Result:
-    """The boot program's answer as a Result, or the typed error it reports."""
-    try:
-        message = json.loads(line.decode("utf-8", "surrogatepass"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        message = None
-    if not isinstance(message, dict):
-        raise CodeRuntimeError("the code corrupted the sandbox's response")
-    stdout = message["stdout"] if isinstance(message.get("stdout"), str) else ""
-    kind = message.get("kind")
-    if kind != "ok":
-        raise _error(str(kind), message, stdout)
-    outputs = message.get("outputs")
-    if not isinstance(outputs, dict):
-        raise BadReturnType("main() must return a dict", stdout=stdout)
-    if depth(outputs, limits.max_depth) > limits.max_depth:
-        raise BadReturnType(f"the result is nested deeper than {limits.max_depth} levels")
-    return Result(outputs, stdout, bool(message.get("stdout_truncated")), elapsed)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def classify_exit(
-    returncode: int, stderr: bytes, language: Language, limits: Limits
-) -> CodeExecutionError:
-    """The error for a sandbox that ended without answering. bwrap exits 128+N when its child
-    died of signal N; without bwrap, asyncio reports -N."""
-    text = stderr.decode("utf-8", "replace")
-    details: dict[str, object] = {"exit_code": returncode, "stderr": text[-2000:]}
-    number = returncode - 128 if returncode > 128 else -returncode if returncode < 0 else 0
-    if OUT_OF_MEMORY.search(text):
-        return MemoryLimitExceeded(
-            f"the code used more than {limits.memory_mb} MB of memory", details=details
-        )
-    if number == signal.SIGXCPU:
-        return CodeTimeout(f"the code used more than {limits.cpu_seconds} s of CPU time")
-    if number == signal.SIGKILL:
-        return MemoryLimitExceeded(
-            "the code was killed by the system, most likely for using too much memory",
-            details=details,
-        )
-    if number == signal.SIGXFSZ:
-        return CodeRuntimeError(
-            f"the code wrote a file larger than {limits.file_size_mb} MB", details=details
-        )
-    if number:
-        name = "Python" if language is Language.PYTHON else "Node.js"
-        return CodeRuntimeError(
-            f"the {name} process crashed ({_signal_name(number)})", details=details
-        )
-    return CodeRuntimeError(
-        f"the code ended its process (exit code {returncode}) before main() returned",
-        details=details,
-    )
-
-
-def start_failure(language: Language, returncode: int | None, stderr: bytes) -> str:
-    text = stderr.decode("utf-8", "replace").strip()[-1000:] or "no message"
-    hint = ""
-    if re.search(r"uid map|new namespace", text):
-        hint = (
-            " (bubblewrap needs unprivileged user namespaces: sysctl "
-            "kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0; on Ubuntu "
-            "24.04 and later also an AppArmor profile that lets bwrap use them)"
-        )
-    elif "Can't find source path" in text:
-        hint = " (the sandbox user must be able to read TUSK_SANDBOX_PACKAGES_DIR)"
-    return f"the {language} sandbox did not start (exit code {returncode}): {text}{hint}"
 
 
 # --- host set-up (I/O) ------------------------------------------------------------------------
@@ -433,23 +174,6 @@ def tool_problem(language: Language, tools: Tools, *, unsafe: bool, root: bool) 
         name = "TUSK_SANDBOX_PYTHON" if language is Language.PYTHON else "TUSK_SANDBOX_NODE"
         return f"{language} cannot run: {interpreter} is not an executable ({name})"
     return None
-
-
-def host_layout(interpreters: Iterable[Path]) -> Layout:
-    """/usr, the top-level system dirs (as symlinks where /usr is merged), and the prefix of an
-    interpreter installed outside /usr (e.g. /opt/node/bin/node -> /opt/node)."""
-    binds, symlinks = ["/usr"], []
-    for name in SYSTEM_DIRS:
-        path = Path("/") / name
-        if path.is_symlink():
-            symlinks.append((os.readlink(path), str(path)))
-        elif path.is_dir():
-            binds.append(str(path))
-    for interpreter in interpreters:
-        prefix = interpreter.resolve().parent.parent
-        if not any(prefix.is_relative_to(bound) for bound in binds) and prefix != Path("/"):
-            binds.append(str(prefix))
-    return Layout(tuple(binds), tuple(symlinks))
 
 
 def _sandbox_children(pid: int) -> list[int]:
