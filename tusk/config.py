@@ -234,6 +234,35 @@ class Settings(BaseSettings):
             expected="module names user code may import beyond the standard library, by commas",
         ),
     )
+    workflow_max_execution_steps: int = Field(
+        500, ge=1, **_env("WORKFLOW_MAX_EXECUTION_STEPS", expected="node runs per workflow run")
+    )
+    workflow_max_execution_time: float = Field(
+        1200.0, gt=0, **_env("WORKFLOW_MAX_EXECUTION_TIME", expected="seconds per workflow run")
+    )
+    workflow_call_max_depth: int = Field(
+        5, ge=1, **_env("WORKFLOW_CALL_MAX_DEPTH", expected="workflows calling workflows, deep")
+    )
+    workflow_max_parallelism: int = Field(
+        10, ge=1, le=256, **_env("WORKFLOW_MAX_PARALLELISM", expected="nodes running at once")
+    )
+    max_iterations_num: int = Field(
+        99, ge=1, **_env("MAX_ITERATIONS_NUM", expected="items an iteration node may take")
+    )
+    loop_node_max_count: int = Field(
+        100, ge=1, **_env("LOOP_NODE_MAX_COUNT", expected="rounds a loop node may run")
+    )
+    max_variable_size: int = Field(
+        204800, ge=1024, **_env("MAX_VARIABLE_SIZE", expected="bytes per workflow value")
+    )
+    ssrf_allowed_hosts: str = Field(
+        "",
+        **_env(
+            "TUSK_SSRF_ALLOWED_HOSTS",
+            expected="hosts or CIDR ranges that HTTP nodes and tools may reach although private "
+            "(comma separated)",
+        ),
+    )
 
     @property
     def database_configured(self) -> bool:
