@@ -127,6 +127,7 @@ class _Level:
         self.ready: deque[tuple[str, str | None]] = deque()
         self.done: asyncio.Queue[tuple[str, _Outcome]] = asyncio.Queue()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.running = 0  # spawned nodes whose outcome is not yet taken from `done`
         self.failure: str | None = None
         self.break_requested = False
         self.steps = 0
@@ -148,7 +149,7 @@ class _Level:
 
     async def _loop(self) -> None:
         executor = self.executor
-        while self.ready or self.tasks:
+        while self.ready or self.running:
             while self.ready and not self.failure and not executor.stopped:
                 node_id, predecessor = self.ready.popleft()
                 node = executor.plan.nodes[node_id]
@@ -156,17 +157,24 @@ class _Level:
                     self._after(node_id, await executor.execute(node, self, predecessor))
                 else:
                     self._spawn(node, predecessor)
-            if self.failure or executor.stopped or not self.tasks:
+            if self.failure or executor.stopped or not self.running:
                 return
             node_id, outcome = await self.done.get()
-            self._after(node_id, outcome)
+            if node_id:  # "" is stop()'s wake-up call
+                self.running -= 1
+                self._after(node_id, outcome)
 
     def _spawn(self, node: Node, predecessor: str | None) -> None:
         async def work() -> None:
-            outcome = await self.executor.execute(node, self, predecessor)
+            try:
+                outcome = await self.executor.execute(node, self, predecessor)
+            except Exception as exc:  # a fault of the engine itself: end the run, not hang it
+                log.exception("workflow engine fault in node %s", node.id)
+                outcome = _Outcome("failed", None, f"internal error in node {node.id}: {exc}")
             self.done.put_nowait((node.id, outcome))
 
         task = asyncio.create_task(work())
+        self.running += 1
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
