@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,10 +23,14 @@ from tusk.api.routes import (
     knowledge,
     service_api,
     system,
+    workflows,
 )
 from tusk.config import Settings
 from tusk.runtime import Runtime
-from tusk.services import open_services
+from tusk.services import Services, open_services
+from tusk.workflow.context import Resources
+from tusk.workflow.runner import WorkflowRunner
+from tusk.workflow.store import env_key
 
 CONSOLE_PREFIX = "/console/api"
 UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart framing around an uploaded file
@@ -67,15 +72,28 @@ def body_limits(settings: Settings) -> Callable[[str], Limit]:
     return lambda path: upload if path.endswith("/files/upload") else other
 
 
+def workflow_runner(services: Services) -> WorkflowRunner:
+    resources = Resources(
+        services.settings, services.sessions, services.storage, services.models, services.sandbox
+    )
+    return WorkflowRunner(resources, services.broker, env_key(services.runtime.secret_key))
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(runtime) as services:
             app.state.services = services
+            app.state.workflows = runner = workflow_runner(services)
+            stops = asyncio.create_task(runner.follow_stops())
             # What start-up allocated lives as long as the process: moving it out of the
             # collector's reach shortens the full collections that pause every stream.
             gc.freeze()
-            yield
+            try:
+                yield
+            finally:
+                stops.cancel()
+                await runner.close()
 
     app = FastAPI(title="Tusk", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
@@ -90,6 +108,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     for module in routers:
         app.include_router(module.router)
+    app.include_router(workflows.service_router)
+    app.include_router(workflows.console_router)
     app.include_router(knowledge.estimate_router)  # before /datasets/{dataset_id} routes
     app.include_router(knowledge.service_router)
     app.include_router(knowledge.console_router)

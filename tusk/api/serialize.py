@@ -5,10 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tusk.db.models import ApiKey, App, Dataset, Document, DocumentSegment, UploadFile
+from tusk.db.models import (
+    ApiKey,
+    App,
+    Dataset,
+    Document,
+    DocumentSegment,
+    UploadFile,
+    Workflow,
+    WorkflowNodeExecution,
+    WorkflowRun,
+)
 from tusk.rag.datasets import DatasetStats, retrieval_of
 from tusk.rag.documents import display_status
 from tusk.rag.retrieve import Record, segment_json
+from tusk.workflow.store import content_hash
 
 
 def ts(value: datetime | None) -> int | None:
@@ -174,4 +185,64 @@ def record(item: Record) -> dict[str, Any]:
         "tsne_position": None,
         "files": [],
         "summary": None,
+    }
+
+
+def workflow(row: Workflow, environment: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "graph": row.graph,
+        "features": row.features,
+        "hash": content_hash(row.graph, row.features),
+        "version": row.version,
+        "marked_name": row.marked_name,
+        "marked_comment": row.marked_comment,
+        "created_by": str(row.created_by) if row.created_by else None,
+        "created_at": ts(row.created_at),
+        "updated_by": str(row.updated_by) if row.updated_by else None,
+        "updated_at": ts(row.updated_at),
+        "tool_published": False,
+        "environment_variables": environment,
+        "conversation_variables": row.conversation_variables,
+    }
+
+
+def workflow_run(row: WorkflowRun) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "workflow_id": str(row.workflow_id),
+        "version": row.version,
+        "status": row.status,
+        "inputs": row.inputs,
+        "outputs": row.outputs,
+        "error": row.error,
+        "elapsed_time": row.elapsed_time,
+        "total_tokens": row.total_tokens,
+        "total_steps": row.total_steps,
+        "exceptions_count": row.exceptions_count,
+        "created_by_role": row.created_by_role,
+        "created_at": ts(row.created_at),
+        "finished_at": ts(row.finished_at),
+    }
+
+
+def node_execution(row: WorkflowNodeExecution) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "index": row.index,
+        "predecessor_node_id": row.predecessor_node_id,
+        "node_id": row.node_id,
+        "node_type": row.node_type,
+        "title": row.title,
+        "inputs": row.inputs,
+        "process_data": row.process_data,
+        "outputs": row.outputs,
+        "status": row.status,
+        "error": row.error,
+        "elapsed_time": row.elapsed_time,
+        "execution_metadata": row.execution_metadata,
+        "extras": {},
+        "created_by_role": row.created_by_role,
+        "created_at": ts(row.created_at),
+        "finished_at": ts(row.finished_at),
     }

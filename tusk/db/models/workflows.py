@@ -6,7 +6,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tusk.db.models.base import (
@@ -53,6 +64,12 @@ class WorkflowRun(Base):
     __table_args__ = (
         CheckConstraint(one_of("status", RUN_STATUSES), name="status"),
         Index(None, "app_id", "created_at"),
+        # the sweeper looks for running runs whose process stopped beating
+        Index(
+            "ix_workflow_runs_running_heartbeat",
+            "heartbeat_at",
+            postgresql_where=text("status = 'running'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -75,6 +92,7 @@ class WorkflowRun(Base):
     created_by: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime] = created_at()
     finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class WorkflowNodeExecution(Base):
@@ -82,6 +100,7 @@ class WorkflowNodeExecution(Base):
     __table_args__ = (
         CheckConstraint(one_of("status", NODE_STATUSES), name="status"),
         Index(None, "workflow_run_id", "index"),
+        Index(None, "workflow_id", "node_id", "created_at"),  # a node's last run
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()

@@ -1,0 +1,123 @@
+"""Files as a run sees them: Dify's file objects, made from the workspace's uploads or from URLs
+given with the inputs. The bytes stay in storage; the value carries the storage key."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tusk.db.models import UploadFile
+from tusk.errors import InvalidParam
+from tusk.workflow.nodes.flow import StartVariable
+from tusk.workflow.values import FILE_IDENTITY
+
+EXTENSIONS = {
+    "image": frozenset({"jpg", "jpeg", "png", "webp", "gif", "svg"}),
+    "document": frozenset(
+        {"txt", "md", "markdown", "mdx", "pdf", "html", "htm", "xlsx", "xls", "docx", "csv",
+         "eml", "msg", "pptx", "ppt", "xml", "epub", "json", "vtt", "properties"}
+    ),
+    "audio": frozenset({"mp3", "m4a", "wav", "amr", "mpga", "webm"}),
+    "video": frozenset({"mp4", "mov", "mpeg", "webm"}),
+}  # fmt: skip
+
+
+def file_type_of(extension: str) -> str:
+    extension = extension.lower().lstrip(".")
+    return next((kind for kind, known in EXTENSIONS.items() if extension in known), "custom")
+
+
+def file_value(row: UploadFile, *, file_type: str | None = None) -> dict[str, Any]:
+    return {
+        "dify_model_identity": FILE_IDENTITY,
+        "id": None,
+        "tenant_id": str(row.workspace_id),
+        "type": file_type or file_type_of(row.extension),
+        "transfer_method": "local_file",
+        "remote_url": None,
+        "related_id": str(row.id),
+        "filename": row.name,
+        "extension": f".{row.extension}" if row.extension else "",
+        "mime_type": row.mime_type,
+        "size": row.size,
+        "storage_key": row.key,
+        "url": None,
+    }
+
+
+def remote_file_value(url: str, file_type: str) -> dict[str, Any]:
+    name = url.rsplit("/", 1)[-1].split("?", 1)[0]
+    extension = name.rsplit(".", 1)[-1] if "." in name else ""
+    return {
+        "dify_model_identity": FILE_IDENTITY,
+        "id": None,
+        "type": file_type or file_type_of(extension),
+        "transfer_method": "remote_url",
+        "remote_url": url,
+        "related_id": None,
+        "filename": name,
+        "extension": f".{extension}" if extension else "",
+        "mime_type": None,
+        "size": -1,
+        "storage_key": None,
+        "url": url,
+    }
+
+
+class UploadResolver:
+    """Turns the file objects of a request (`upload_file_id` or `url`) into file values, finding
+    uploads only in the caller's workspace."""
+
+    def __init__(self, db: AsyncSession, workspace_id: uuid.UUID) -> None:
+        self.db = db
+        self.workspace_id = workspace_id
+
+    async def __call__(self, given: Mapping[str, Any], field: StartVariable) -> dict[str, Any]:
+        method = given.get("transfer_method", "local_file")
+        file_type = str(given.get("type") or "")
+        if method == "remote_url":
+            url = given.get("url") or given.get("remote_url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise _bad(field, "needs an http(s) url for a remote_url file")
+            value = remote_file_value(url, file_type)
+        elif method == "local_file":
+            value = file_value(await self._upload(given, field), file_type=file_type or None)
+        else:
+            raise _bad(field, f"has an unknown transfer_method {method!r}")
+        _check_allowed(field, value)
+        return value
+
+    async def _upload(self, given: Mapping[str, Any], field: StartVariable) -> UploadFile:
+        raw_id = given.get("upload_file_id") or given.get("related_id")
+        try:
+            file_id = uuid.UUID(str(raw_id))
+        except ValueError:
+            raise _bad(field, "needs the upload_file_id of an uploaded file") from None
+        query = select(UploadFile).where(
+            UploadFile.id == file_id, UploadFile.workspace_id == self.workspace_id
+        )
+        row = (await self.db.execute(query)).scalar_one_or_none()
+        if row is None:
+            raise _bad(field, f"refers to a file that does not exist: {file_id}")
+        return row
+
+
+def _bad(field: StartVariable, problem: str) -> InvalidParam:
+    return InvalidParam(f"{field.variable} in input form {problem}", params=field.variable)
+
+
+def _check_allowed(field: StartVariable, value: Mapping[str, Any]) -> None:
+    kinds = [kind for kind in field.allowed_file_types if kind != "custom"]
+    extensions = {e.lower().lstrip(".") for e in field.allowed_file_extensions}
+    extension = str(value["extension"]).lower().lstrip(".")
+    if "custom" in field.allowed_file_types and extension in extensions:
+        return
+    if kinds and value["type"] not in kinds and not (extensions and extension in extensions):
+        raise _bad(field, f"accepts only {', '.join(field.allowed_file_types)} files")
+    methods = field.allowed_file_upload_methods
+    if methods and value["transfer_method"] not in methods:
+        raise _bad(field, f"accepts only files sent as {', '.join(methods)}")

@@ -1,0 +1,230 @@
+"""Writes a run and its node executions to PostgreSQL without slowing the run down.
+
+The run's row is inserted when it starts; finished node executions are buffered and written in
+batches (one multi-row INSERT) by a background task, and the run's row is updated once at the
+end together with the last batch. While the run lasts its heartbeat is refreshed, so that a run
+whose process died is found by the sweeper (tusk.workflow.jobs) and marked failed.
+
+Values too large to keep in a row (inputs, outputs, process data) are written to storage in
+full, and the row keeps a preview and the storage key."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tusk.db.models import WorkflowNodeExecution, WorkflowRun
+from tusk.storage import Storage
+from tusk.workflow.events import (
+    ContainerCompleted,
+    Event,
+    NodeFinished,
+    NodeRun,
+    RunState,
+)
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY = 0.2  # seconds between batches while a run goes on
+BATCH = 200  # node executions that trigger a write before the interval ends
+HEARTBEAT_EVERY = 10.0  # seconds; the sweeper ends runs silent for much longer
+MAX_STORED_JSON = 64 * 1024  # characters of one value kept in its row
+PREVIEW_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """Who and what a run belongs to, as Dify records it."""
+
+    workspace_id: uuid.UUID
+    app_id: uuid.UUID
+    workflow_id: uuid.UUID
+    type: str  # "workflow" or "chat"
+    version: str
+    graph: Mapping[str, Any]
+    triggered_from: str  # app-run, debugging, single-step
+    created_by_role: str  # account or end_user
+    created_by: uuid.UUID | None
+
+
+def _timestamp(seconds: float | None) -> datetime | None:
+    return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+class RunRecorder:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        storage: Storage,
+        meta: RunMeta,
+        run_id: uuid.UUID,
+    ) -> None:
+        self.sessions = sessions
+        self.storage = storage
+        self.meta = meta
+        self.run_id = run_id
+        self._pending: list[NodeRun] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._last_beat = 0.0
+
+    # --- the run's life ------------------------------------------------------------------
+
+    async def start(self, inputs: Mapping[str, Any]) -> None:
+        meta = self.meta
+        async with self.sessions.begin() as db:
+            await db.execute(
+                insert(WorkflowRun).values(
+                    id=self.run_id,
+                    workspace_id=meta.workspace_id,
+                    app_id=meta.app_id,
+                    workflow_id=meta.workflow_id,
+                    type=meta.type,
+                    triggered_from=meta.triggered_from,
+                    version=meta.version,
+                    graph=dict(meta.graph),
+                    inputs=await self._keep("run", "inputs", dict(inputs)),
+                    created_by_role=meta.created_by_role,
+                    created_by=meta.created_by,
+                )
+            )
+        self._last_beat = asyncio.get_running_loop().time()
+        self._writer = asyncio.create_task(self._write_loop())
+
+    def __call__(self, event: Event) -> None:
+        """The executor's event sink: buffers what is to be written; never waits."""
+        if isinstance(event, NodeFinished | ContainerCompleted):
+            self._pending.append(event.node)
+            if len(self._pending) >= BATCH:
+                self._wake.set()
+
+    async def finish(self, state: RunState) -> None:
+        """Write what is left and the run's result in one transaction."""
+        await self._stop_writer()
+        async with self.sessions.begin() as db:
+            await self._write_nodes(db)
+            await db.execute(
+                update(WorkflowRun)
+                .where(WorkflowRun.id == self.run_id)
+                .values(
+                    status=state.status,
+                    outputs=await self._keep("run", "outputs", state.outputs),
+                    error=state.error,
+                    elapsed_time=state.elapsed_time,
+                    total_tokens=state.total_tokens,
+                    total_steps=state.total_steps,
+                    exceptions_count=state.exceptions_count,
+                    finished_at=_timestamp(state.finished_at),
+                )
+            )
+
+    async def abandon(self, error: str) -> None:
+        """The run ended without `finish` (the process is shutting down): mark it failed."""
+        await self._stop_writer()
+        with contextlib.suppress(Exception):
+            async with self.sessions.begin() as db:
+                await self._write_nodes(db)
+                await db.execute(
+                    update(WorkflowRun)
+                    .where(WorkflowRun.id == self.run_id, WorkflowRun.status == "running")
+                    .values(status="failed", error=error, finished_at=datetime.now(UTC))
+                )
+
+    # --- batches -------------------------------------------------------------------------
+
+    async def _stop_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_EVERY)
+            self._wake.clear()
+            beat = loop.time() - self._last_beat >= HEARTBEAT_EVERY
+            if not self._pending and not beat:
+                continue
+            try:
+                async with self.sessions.begin() as db:
+                    await self._write_nodes(db)
+                    if beat:
+                        await self._beat(db)
+                        self._last_beat = loop.time()
+            except Exception:  # the database is away: keep the batch and try again
+                log.warning("could not record workflow run %s yet", self.run_id, exc_info=True)
+
+    async def _beat(self, db: AsyncSession) -> None:
+        await db.execute(
+            update(WorkflowRun)
+            .where(WorkflowRun.id == self.run_id)
+            .values(heartbeat_at=datetime.now(UTC))
+        )
+
+    async def _write_nodes(self, db: AsyncSession) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            rows = [await self._row(node) for node in batch]
+            await db.execute(insert(WorkflowNodeExecution), rows)
+        except BaseException:
+            self._pending[:0] = batch
+            raise
+
+    async def _row(self, node: NodeRun) -> dict[str, Any]:
+        meta, where = self.meta, f"nodes/{node.id}"
+        return {
+            "id": uuid.UUID(node.id),
+            "workspace_id": meta.workspace_id,
+            "app_id": meta.app_id,
+            "workflow_id": meta.workflow_id,
+            "workflow_run_id": self.run_id,
+            "triggered_from": "workflow-run",
+            "index": node.index,
+            "predecessor_node_id": node.predecessor_node_id,
+            "node_execution_id": node.id,
+            "node_id": node.node_id,
+            "node_type": node.node_type,
+            "title": node.title[:255],
+            "inputs": await self._keep(where, "inputs", node.inputs),
+            "process_data": await self._keep(where, "process_data", node.process_data),
+            "outputs": await self._keep(where, "outputs", node.outputs),
+            "status": node.status,
+            "error": node.error,
+            "elapsed_time": node.elapsed_time,
+            "execution_metadata": node.metadata,
+            "created_by_role": meta.created_by_role,
+            "created_by": meta.created_by,
+            "created_at": _timestamp(node.created_at),
+            "finished_at": _timestamp(node.finished_at),
+        }
+
+    async def _keep(self, where: str, name: str, value: Any) -> Any:
+        """The value as stored in its row: itself, or a preview with the full value in storage."""
+        if value is None:
+            return None
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        if len(text) <= MAX_STORED_JSON:
+            return json.loads(text)  # plain JSON: what the row stores is what a reader gets
+        key = f"workflow_runs/{self.meta.workspace_id}/{self.run_id}/{where}/{name}.json"
+        await self.storage.put(key, _one(text.encode()))
+        return {"__truncated__": True, "storage_key": key, "size": len(text),
+                "preview": text[:PREVIEW_CHARS]}  # fmt: skip
