@@ -1,0 +1,129 @@
+"""Run records: a run whose process died is swept to `failed`, and values too large for a row are
+kept whole in storage with a preview in the row."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.support.api import api_client, bearer, setup_and_login
+from tests.support.workflow import chain, node
+from tusk.db.engine import session_factory
+from tusk.storage.postgres import PostgresStorage
+from tusk.workflow.events import NodeFinished, NodeRun, RunState
+from tusk.workflow.jobs import ABANDONED, sweep_abandoned_runs
+from tusk.workflow.recorder import MAX_STORED_JSON, RunMeta, RunRecorder
+
+
+async def make_app(engine: AsyncEngine) -> RunMeta:
+    async with engine.begin() as conn:
+        workspace = (
+            await conn.execute(text("INSERT INTO workspaces (name) VALUES ('w') RETURNING id"))
+        ).scalar_one()
+        app = (
+            await conn.execute(
+                text(
+                    "INSERT INTO apps (workspace_id, name, mode) VALUES (:w, 'a', 'workflow') "
+                    "RETURNING id"
+                ),
+                {"w": workspace},
+            )
+        ).scalar_one()
+        workflow = (
+            await conn.execute(
+                text(
+                    "INSERT INTO workflows (workspace_id, app_id, type, version, graph, features)"
+                    " VALUES (:w, :a, 'workflow', 'draft', '{}', '{}') RETURNING id"
+                ),
+                {"w": workspace, "a": app},
+            )
+        ).scalar_one()
+    return RunMeta(workspace, app, workflow, "workflow", "draft", {}, "app-run", "account", None)
+
+
+async def test_a_run_whose_process_died_is_swept_to_failed(engine: AsyncEngine) -> None:
+    meta = await make_app(engine)
+    storage = PostgresStorage(engine)
+    dead = RunRecorder(session_factory(engine), storage, meta, uuid.uuid4())
+    alive = RunRecorder(session_factory(engine), storage, meta, uuid.uuid4())
+    await dead.start({})
+    await alive.start({})
+    await dead._stop_writer()  # the process is gone: no more heartbeats, no finish
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE workflow_runs SET heartbeat_at = now() - interval '10 minutes' "
+                 "WHERE id = :id"), {"id": dead.run_id})  # fmt: skip
+        assert await sweep_abandoned_runs(conn) == 1
+        rows = dict((await conn.execute(text("SELECT id, status FROM workflow_runs"))).all())
+        error = (
+            await conn.execute(
+                text("SELECT error FROM workflow_runs WHERE id = :id"), {"id": dead.run_id}
+            )
+        ).scalar_one()
+    assert rows == {dead.run_id: "failed", alive.run_id: "running"}
+    assert error == ABANDONED
+    await alive._stop_writer()
+
+
+async def test_large_values_go_to_storage_with_a_preview_in_the_row(engine: AsyncEngine) -> None:
+    meta = await make_app(engine)
+    storage = PostgresStorage(engine)
+    recorder = RunRecorder(session_factory(engine), storage, meta, uuid.uuid4())
+    await recorder.start({"small": 1})
+    big = {"text": "x" * (MAX_STORED_JSON + 10)}
+    record = NodeRun(str(uuid.uuid4()), "n1", "code", "Code", 1, None, outputs=big,
+                     status="succeeded")  # fmt: skip
+    recorder(NodeFinished(record))
+    await recorder.finish(RunState(str(recorder.run_id), str(meta.workflow_id), {},
+                                   status="succeeded"))  # fmt: skip
+    async with engine.connect() as conn:
+        stored = (
+            await conn.execute(text("SELECT outputs FROM workflow_node_executions"))
+        ).scalar_one()
+    assert stored["__truncated__"] is True
+    assert stored["preview"].startswith('{"text": "xxx')
+    chunks = [c async for c in await storage.open(stored["storage_key"])]
+    assert json.loads(b"".join(chunks)) == big
+
+
+async def test_console_lists_runs_and_a_nodes_last_run(fresh_database: str) -> None:
+    graph = {
+        "nodes": [
+            node("start", "start", variables=[{"variable": "q", "type": "text-input"}]),
+            node("agg", "variable-aggregator", variables=[["start", "q"]]),
+            node("end", "end", outputs=[{"variable": "o", "value_selector": ["agg", "output"]}]),
+        ],
+        "edges": chain("start", "agg", "end"),
+    }
+    async with api_client(fresh_database) as client:
+        token = await setup_and_login(client)
+        app = await client.post("/console/api/apps", json={"name": "F", "mode": "workflow"},
+                                headers=bearer(token))  # fmt: skip
+        base = f"/console/api/apps/{app.json()['id']}"
+        await client.post(f"{base}/workflows/draft", json={"graph": graph}, headers=bearer(token))
+        debug = await client.post(
+            f"{base}/workflows/draft/run", json={"inputs": {"q": "hi"}}, headers=bearer(token)
+        )
+        assert '"event": "workflow_finished"' in debug.text
+        runs = (await client.get(f"{base}/workflow-runs", headers=bearer(token))).json()
+        assert runs["total"] == 1
+        assert runs["data"][0]["outputs"] == {"o": "hi"}
+        last = await client.get(f"{base}/workflows/draft/nodes/agg/last-run", headers=bearer(token))
+        assert last.json()["outputs"] == {"output": "hi"}
+
+        single = await client.post(
+            f"{base}/workflows/draft/nodes/agg/run",
+            json={"inputs": {"#start.q#": "alone"}},
+            headers=bearer(token),
+        )
+        assert single.json()["status"] == "succeeded"
+        assert single.json()["outputs"] == {"output": "alone"}
+        last = await client.get(f"{base}/workflows/draft/nodes/agg/last-run", headers=bearer(token))
+        assert last.json()["outputs"] == {"output": "alone"}
+        missing = await client.get(
+            f"{base}/workflows/draft/nodes/nope/last-run", headers=bearer(token)
+        )
+        assert missing.status_code == 404
