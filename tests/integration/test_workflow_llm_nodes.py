@@ -10,16 +10,20 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.support.api import SECRET
-from tests.support.knowledge import new_workspace, services_on
+from tests.support.knowledge import new_workspace, run_queued_jobs, services_on
 from tests.support.workflow import Outcome, chain, edge, node
+from tusk.db.models import Dataset
 from tusk.models import credentials
 from tusk.models.credentials import StoredProvider
 from tusk.models.runtime import ModelRuntime
 from tusk.models.types import Message
+from tusk.rag import datasets, documents
 from tusk.services import Services
 from tusk.testing.anthropic_server import FakeAnthropic
+from tusk.testing.llm_server import ToolCall
 from tusk.testing.openai_server import FakeOpenAI
 from tusk.workflow.context import Resources, RunContext
 from tusk.workflow.events import Event, TextChunk
@@ -391,3 +395,303 @@ async def test_a_provider_error_fails_the_node_or_takes_its_fail_branch(
     assert "Still no" in outcome.outputs("sorry")["answer"]
     assert outcome.outputs("sorry")["answer"].startswith("sorry: ")
     assert not outcome.finished("ok")
+
+
+# --- question classifier ------------------------------------------------------------------
+
+CLASSES = [{"id": "1", "name": "Insects"}, {"id": "2", "name": "Volcanoes"}]
+
+
+def classifier_graph(**data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    nodes = [
+        start("question"),
+        node(
+            "sort",
+            "question-classifier",
+            model=GPT,
+            query_variable_selector=["start", "question"],
+            classes=CLASSES,
+            **data,
+        ),
+        node(
+            "insects",
+            "end",
+            outputs=[{"variable": "went", "value_selector": ["sort", "class_name"]}],
+        ),
+        node(
+            "volcanoes",
+            "end",
+            outputs=[{"variable": "went", "value_selector": ["sort", "class_id"]}],
+        ),
+    ]
+    edges = [edge("start", "sort"), edge("sort", "insects", "1"), edge("sort", "volcanoes", "2")]
+    return nodes, edges
+
+
+async def test_the_classifier_takes_the_branch_of_the_chosen_class(
+    resources: Resources, workspace: uuid.UUID, openai: FakeOpenAI
+) -> None:
+    openai.reply('Sure! {"category_id": "2", "category_name": "Volcanoes"}', usage=(80, 12))
+    nodes, edges = classifier_graph(instruction="Topic of {{#start.question#}}")
+    outcome = await run(resources, workspace, nodes, edges, {"question": "Why does lava flow?"})
+    assert outcome.state.status == "succeeded", outcome.state.error
+    assert outcome.outputs("sort")["class_name"] == "Volcanoes"
+    assert outcome.outputs("sort")["class_id"] == "2"
+    assert outcome.outputs("sort")["usage"]["total_tokens"] == 92
+    assert outcome.state.outputs == {"went": "2"}
+    assert not outcome.finished("insects")
+    assert outcome.state.total_tokens == 92
+    system, user = sent_messages(openai)
+    assert "Topic of Why does lava flow?" in system["content"]
+    assert '"category_name": "Insects"' in user["content"]
+    assert user["content"].endswith("Text: Why does lava flow?")
+
+
+async def test_the_classifier_falls_back_to_the_first_class(
+    resources: Resources, workspace: uuid.UUID, openai: FakeOpenAI
+) -> None:
+    openai.reply("I cannot decide.")
+    nodes, edges = classifier_graph()
+    outcome = await run(resources, workspace, nodes, edges, {"question": "Hmm"})
+    assert outcome.state.outputs == {"went": "Insects"}
+    assert not outcome.finished("volcanoes")
+
+    openai.reply('{"category_name": "volcanoes"}')  # a name alone is enough
+    outcome = await run(resources, workspace, nodes, edges, {"question": "Hmm"})
+    assert outcome.state.outputs == {"went": "2"}
+
+
+# --- parameter extractor ------------------------------------------------------------------
+
+PARAMETERS = [
+    {"name": "city", "type": "string", "description": "The city", "required": True},
+    {"name": "days", "type": "number", "description": "How many days", "required": True},
+    {"name": "pets", "type": "bool", "description": "Pets along?", "required": False},
+    {"name": "tags", "type": "array[string]", "description": "Tags", "required": False},
+    {"name": "size", "type": "select", "options": ["S", "M"], "description": "", "required": False},
+]
+
+
+def extractor(mode: str) -> list[dict[str, Any]]:
+    return [
+        start("text"),
+        node(
+            "extract",
+            "parameter-extractor",
+            model=GPT,
+            query=["start", "text"],
+            parameters=PARAMETERS,
+            instruction="Trips only.",
+            reasoning_mode=mode,
+        ),
+        node("end", "end", outputs=[{"variable": "days", "value_selector": ["extract", "days"]}]),
+    ]
+
+
+async def test_the_extractor_fills_parameters_from_a_function_call(
+    resources: Resources, workspace: uuid.UUID, openai: FakeOpenAI
+) -> None:
+    arguments = {"city": "Paris", "days": "3", "pets": True, "tags": ["art", 1], "size": "M"}
+    openai.reply_tool_calls([ToolCall("extract_parameters", arguments)])
+    outcome = await run(
+        resources,
+        workspace,
+        extractor("function_call"),
+        chain("start", "extract", "end"),
+        {"text": "Three days in Paris with the dog"},
+    )
+    assert outcome.state.status == "succeeded", outcome.state.error
+    outputs = outcome.outputs("extract")
+    assert {k: v for k, v in outputs.items() if k != "__usage"} == {
+        "city": "Paris",
+        "days": 3,
+        "pets": True,
+        "tags": ["art", "1"],
+        "size": "M",
+        "__is_success": 1,
+        "__reason": None,
+    }
+    assert outputs["__usage"]["total_tokens"] > 0
+    assert outcome.state.outputs == {"days": 3}
+    tool = openai.requests[-1].json["tools"][0]["function"]
+    assert tool["name"] == "extract_parameters"
+    assert tool["parameters"]["required"] == ["city", "days"]
+    assert tool["parameters"]["properties"]["size"] == {
+        "description": "",
+        "type": "string",
+        "enum": ["S", "M"],
+    }
+    assert tool["parameters"]["properties"]["tags"]["items"] == {"type": "string"}
+
+
+async def test_the_extractor_reports_a_missing_required_parameter(
+    resources: Resources, workspace: uuid.UUID, openai: FakeOpenAI
+) -> None:
+    openai.reply('Here you are: {"city": "Oslo", "size": "XL"}')
+    outcome = await run(
+        resources,
+        workspace,
+        extractor("prompt"),
+        chain("start", "extract", "end"),
+        {"text": "Oslo, please"},
+    )
+    assert outcome.state.status == "succeeded", outcome.state.error
+    outputs = outcome.outputs("extract")
+    assert outputs["__is_success"] == 0
+    assert outputs["__reason"] == "parameter days is required"
+    assert (
+        outputs["city"],
+        outputs["days"],
+        outputs["pets"],
+        outputs["tags"],
+        outputs["size"],
+    ) == ("Oslo", 0, False, [], "")
+    body = openai.requests[-1].json
+    assert "tools" not in body
+    assert "Oslo, please" in body["messages"][-1]["content"]
+    assert "Trips only." in body["messages"][0]["content"]
+
+    openai.reply("No idea.")
+    outcome = await run(
+        resources, workspace, extractor("prompt"), chain("start", "extract", "end"), {"text": "?"}
+    )
+    assert outcome.outputs("extract")["__is_success"] == 0
+    assert "no JSON object" in outcome.outputs("extract")["__reason"]
+
+
+# --- knowledge retrieval ------------------------------------------------------------------
+
+
+async def topics_dataset(services: Services, workspace: uuid.UUID, name: str = "kb") -> Dataset:
+    async with services.transaction() as db:
+        dataset = await datasets.create_dataset(
+            db,
+            services.models,
+            services.queue,
+            workspace,
+            datasets.DatasetInput(name=name, indexing_technique="economy"),
+            None,
+        )
+    for title, body in TOPICS.items():
+        async with services.transaction() as db:
+            await documents.add_document(
+                db,
+                services.storage,
+                services.queue,
+                dataset,
+                documents.DocumentInput(name=title),
+                documents.text_source(title, body),
+                max_bytes=1_000_000,
+                created_by=None,
+            )
+    await run_queued_jobs(services)
+    return dataset
+
+
+def retrieval(dataset_ids: list[str], **data: Any) -> dict[str, Any]:
+    data.setdefault("retrieval_mode", "multiple")
+    data.setdefault("multiple_retrieval_config", {"top_k": 2, "reranking_enable": False})
+    return node(
+        "kb",
+        "knowledge-retrieval",
+        query_variable_selector=["start", "question"],
+        dataset_ids=dataset_ids,
+        **data,
+    )
+
+
+async def test_retrieval_gives_context_items_that_an_llm_reads(
+    services: Services, resources: Resources, workspace: uuid.UUID, openai: FakeOpenAI
+) -> None:
+    dataset = await topics_dataset(services, workspace)
+    prompt = [
+        {"role": "system", "text": "Use: {{#context#}}"},
+        {"role": "user", "text": "{{#start.question#}}"},
+    ]
+    nodes = [
+        start("question"),
+        retrieval([str(dataset.id)]),
+        llm(
+            prompt_template=prompt, context={"enabled": True, "variable_selector": ["kb", "result"]}
+        ),
+        node("end", "end", outputs=[{"variable": "result", "value_selector": ["kb", "result"]}]),
+    ]
+    outcome = await run(
+        resources,
+        workspace,
+        nodes,
+        chain("start", "kb", "llm", "end"),
+        {"question": "waggle dance of bees"},
+    )
+    assert outcome.state.status == "succeeded", outcome.state.error
+    result = outcome.state.outputs["result"]
+    first = result[0]
+    assert first["title"] == "bees"
+    assert first["content"] == TOPICS["bees"]
+    metadata = first["metadata"]
+    assert metadata["_source"] == "knowledge"
+    assert metadata["position"] == 1
+    assert metadata["dataset_id"] == str(dataset.id)
+    assert metadata["dataset_name"] == "kb"
+    assert metadata["document_name"] == "bees"
+    assert metadata["retriever_from"] == "workflow"
+    assert 0 < metadata["score"] <= 1
+    async with services.engine.connect() as conn:
+        owner = await conn.execute(
+            text("SELECT document_id FROM document_segments WHERE id = :id"),
+            {"id": uuid.UUID(metadata["segment_id"])},
+        )
+        assert str(owner.scalar_one()) == metadata["document_id"]
+    assert [item["metadata"]["position"] for item in result] == list(range(1, len(result) + 1))
+    assert sent_messages(openai)[0]["content"].startswith(f"Use: {TOPICS['bees']}")
+
+
+async def test_single_mode_and_metadata_filters(
+    services: Services, resources: Resources, workspace: uuid.UUID
+) -> None:
+    first = await topics_dataset(services, workspace, "first")
+    second = await topics_dataset(services, workspace, "second")
+    ids = [str(first.id), str(second.id)]
+    nodes = [
+        start("question"),
+        retrieval(ids, retrieval_mode="single"),
+        node("end", "end", outputs=[{"variable": "result", "value_selector": ["kb", "result"]}]),
+    ]
+    outcome = await run(
+        resources, workspace, nodes, chain("start", "kb", "end"), {"question": "lava and ash"}
+    )
+    assert outcome.state.status == "succeeded", outcome.state.error
+    result = outcome.state.outputs["result"]
+    assert result[0]["title"] == "volcano"
+    assert len({item["metadata"]["dataset_id"] for item in result}) == 1
+
+    conditions = {
+        "logical_operator": "and",
+        "conditions": [
+            {"name": "author", "comparison_operator": "is", "value": "{{#start.question#}}"}
+        ],
+    }
+    nodes[1] = retrieval(
+        ids, metadata_filtering_mode="manual", metadata_filtering_conditions=conditions
+    )
+    outcome = await run(
+        resources, workspace, nodes, chain("start", "kb", "end"), {"question": "lava and ash"}
+    )
+    assert outcome.state.status == "succeeded", outcome.state.error
+    assert outcome.state.outputs["result"] == []  # no document has that author
+
+
+async def test_retrieval_refuses_a_dataset_of_another_workspace(
+    services: Services, resources: Resources, workspace: uuid.UUID
+) -> None:
+    other = await topics_dataset(services, await new_workspace(services))
+    nodes = [
+        start("question"),
+        retrieval([str(other.id)]),
+        node("end", "end", outputs=[{"variable": "result", "value_selector": ["kb", "result"]}]),
+    ]
+    outcome = await run(
+        resources, workspace, nodes, chain("start", "kb", "end"), {"question": "bees"}
+    )
+    assert outcome.state.status == "failed"
+    assert f"unknown dataset ids: {other.id}" in (outcome.state.error or "")

@@ -31,7 +31,7 @@ from tusk.workflow.nodes.base import (
     NodeResult,
     parse_config,
 )
-from tusk.workflow.nodes.models import ModelConfig, call_model, spend, usage_of
+from tusk.workflow.nodes.models import ModelConfig, call_model, call_record, spend, usage_of
 from tusk.workflow.nodes.prompts import (
     HISTORIES_MARK,
     ChatPromptItem,
@@ -47,7 +47,6 @@ from tusk.workflow.nodes.prompts import (
     jinja2_values,
     render_basic,
     render_prompt,
-    saved_prompts,
     template_reads,
     with_images,
 )
@@ -277,14 +276,8 @@ class LLMNode(Node):
         }
         if config.structured_output_enabled:
             outputs["structured_output"] = structured(clean)
-        process_data = {
-            "model_mode": "completion" if self.completion else "chat",
-            "prompts": saved_prompts(messages),
-            "usage": usage,
-            "finish_reason": reply.finish_reason,
-            "model_provider": config.model.provider,
-            "model_name": config.model.name,
-        }
+        mode = "completion" if self.completion else "chat"
+        process_data = call_record(config.model, messages, reply, usage, mode)
         return NodeResult(
             outputs=outputs,
             inputs=self._inputs(ctx.pool, context),

@@ -24,6 +24,7 @@ from tusk.models.types import (
     Usage,
 )
 from tusk.workflow.nodes.base import Config, NodeConfigError, NodeContext, NodeError
+from tusk.workflow.nodes.prompts import saved_prompts
 from tusk.workflow.providers import tusk_provider
 
 # Completion parameters sent to the provider; Dify's others only steer its own UI.
@@ -253,4 +254,22 @@ def spend(usage: Mapping[str, Any]) -> dict[str, Any]:
         "total_tokens": int(usage.get("total_tokens") or 0),
         "total_price": str(usage.get("total_price") or "0"),
         "currency": str(usage.get("currency") or "USD"),
+    }
+
+
+def call_record(
+    model: ModelConfig,
+    messages: Sequence[Message],
+    reply: Reply,
+    usage: Mapping[str, Any],
+    mode: str | None = None,
+) -> dict[str, Any]:
+    """A node's process data about its call, in Dify's shape: the prompts sent and the model."""
+    return {
+        "model_mode": mode or model.mode,
+        "prompts": saved_prompts(messages),
+        "usage": dict(usage),
+        "finish_reason": reply.finish_reason,
+        "model_provider": model.provider,
+        "model_name": model.name,
     }
