@@ -454,9 +454,44 @@ def test_the_report_lists_files_node_types_and_unrunnable_nodes(tmp_path: Path) 
 
 def test_round_trip_differences_are_named() -> None:
     assert corpus.round_trip_differences(MINIMAL) == []
-    assert corpus._list_differences("node", [{"id": "a"}], [{"id": "a", "x": 1}]) == [
-        "node a differs"
-    ]
+    free = corpus.NODE_FREE_PATH
+    kb = {"id": "k", "data": {"type": "knowledge-retrieval", "dataset_ids": ["x"]}}
+    changed = {"id": "k", "data": {"type": "knowledge-retrieval", "dataset_ids": []}}
+    assert corpus._list_differences("node", [kb], [changed], free) == []
+    retitled = {"id": "k", "data": {**changed["data"], "title": "new"}}
+    assert corpus._list_differences("node", [kb], [retitled], free) == ["node k differs"]
     assert corpus._list_differences("edge", [{"id": 1}, {"id": 2}], [{"id": 2}, {"id": 1}]) == [
-        "edge: the order changed"
+        "edges added [], removed [] or reordered"
     ]
+    assert corpus._list_differences("edge", [{"id": 1}], []) == [
+        "edges added [], removed ['1'] or reordered"
+    ]
+
+
+def test_import_leaves_a_knowledge_node_without_dataset_ids_alone() -> None:
+    data = yaml.safe_load(MINIMAL)
+    node = {"id": "kb", "data": {"type": "knowledge-retrieval", "title": "KB"}}
+    data["workflow"]["graph"]["nodes"].append(node)
+    app = read_dsl(yaml.safe_dump(data))
+    assert app.workflow is not None
+    assert app.workflow.graph["nodes"][-1] == node
+    assert not any("knowledge base id" in w for w in app.warnings)
+
+
+def test_file_input_defaults_naming_uploads_are_not_exported() -> None:
+    uploaded = {"transfer_method": "local_file", "upload_file_id": "f1", "type": "document"}
+    remote = {"transfer_method": "remote_url", "url": "https://example.com/a.pdf"}
+    variables = [
+        {"variable": "one", "type": "file", "default": uploaded},
+        {"variable": "many", "type": "file-list", "default": [uploaded, remote]},
+        {"variable": "only", "type": "file-list", "default": [{"uploadedId": "f2"}]},
+        {"variable": "text", "type": "text-input", "default": {"upload_file_id": "kept"}},
+    ]
+    data = yaml.safe_load(MINIMAL)
+    data["workflow"]["graph"]["nodes"][0]["data"]["variables"] = variables
+    app = read_dsl(yaml.safe_dump(data))
+    exported = yaml.safe_load(export(app, include_secret=True))
+    start = exported["workflow"]["graph"]["nodes"][0]["data"]["variables"]
+    assert [v.get("default") for v in start] == [None, [remote], None, {"upload_file_id": "kept"}]
+    assert app.workflow is not None
+    assert app.workflow.graph["nodes"][0]["data"]["variables"][0]["default"] == uploaded

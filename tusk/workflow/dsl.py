@@ -63,6 +63,9 @@ CONVERSATION_TYPES = frozenset(
     + [f"array[{item}]" for item in ("string", "number", "object", "boolean", "any")]
 )
 
+FILE_INPUT_TYPES = frozenset({"file", "file-list"})
+UPLOAD_ID_KEYS = frozenset({"upload_file_id", "uploadedId"})
+
 Status = Literal["completed", "completed-with-warnings", "pending"]
 
 
@@ -395,7 +398,9 @@ def fix_dataset_ids(graph: dict[str, Any], notes: list[str]) -> None:
         data = node.get("data") if isinstance(node, dict) else None
         if not isinstance(data, dict) or data.get("type") != "knowledge-retrieval":
             continue
-        raw = data.get("dataset_ids")
+        if "dataset_ids" not in data:
+            continue
+        raw = data["dataset_ids"]
         values = raw if isinstance(raw, list) else [] if raw is None else [raw]
         kept = [u for u in map(_uuid, values) if u is not None]
         if len(kept) < len(values):
@@ -546,16 +551,18 @@ def read_dsl(
 
 def sanitize_graph(graph: Mapping[str, Any], *, include_secret: bool) -> dict[str, Any]:
     """A copy of the graph fit to leave the workspace: credential ids of tool and agent nodes
-    removed (unless include_secret), webhook URLs and trigger subscriptions cleared.
-    Knowledge-retrieval `dataset_ids` are written as the plain UUIDs they are: Dify encrypts
-    them with a key derived from the workspace id, which makes an export importable only into
-    the same workspace; Tusk does not, and drops ids on import that it cannot read."""
+    removed (unless include_secret), webhook URLs and trigger subscriptions cleared, and default
+    values of file inputs that point at this workspace's uploads dropped. Knowledge-retrieval
+    `dataset_ids` are written as the plain UUIDs they are: Dify encrypts them with a key of the
+    workspace, so that its export imports only into the same workspace; Tusk does not, and on
+    import drops ids it cannot read."""
     copied: dict[str, Any] = copy.deepcopy(dict(graph))
     for node in copied.get("nodes") or []:
         data = node.get("data") if isinstance(node, dict) else None
         if not isinstance(data, dict):
             continue
         node_type = data.get("type")
+        _drop_uploaded_defaults(data.get("variables"))
         if node_type == "tool" and not include_secret:
             data.pop("credential_id", None)
         elif node_type == "agent" and not include_secret:
@@ -566,6 +573,26 @@ def sanitize_graph(graph: Mapping[str, Any], *, include_secret: bool) -> dict[st
         elif node_type == "trigger-plugin":
             data["subscription_id"] = ""
     return copied
+
+
+def _drop_uploaded_defaults(variables: Any) -> None:
+    """File inputs' defaults that name an uploaded file (its id means nothing elsewhere)."""
+    for var in variables if isinstance(variables, list) else []:
+        if not isinstance(var, dict) or var.get("type") not in FILE_INPUT_TYPES:
+            continue
+        default = var.get("default")
+        kept = [f for f in default if not _uploaded(f)] if isinstance(default, list) else default
+        if kept == [] or (not isinstance(default, list) and _uploaded(default)):
+            var.pop("default", None)
+        elif "default" in var:
+            var["default"] = kept
+
+
+def _uploaded(file: Any) -> bool:
+    if not isinstance(file, Mapping):
+        return False
+    method = file.get("transfer_method") or file.get("transferMethod")
+    return method == "local_file" or not UPLOAD_ID_KEYS.isdisjoint(file)
 
 
 def _agent_tools(data: Mapping[str, Any]) -> list[dict[str, Any]]:
