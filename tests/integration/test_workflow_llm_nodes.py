@@ -695,3 +695,40 @@ async def test_retrieval_refuses_a_dataset_of_another_workspace(
     )
     assert outcome.state.status == "failed"
     assert f"unknown dataset ids: {other.id}" in (outcome.state.error or "")
+
+
+async def test_llm_vision_sends_image_files_as_image_parts(
+    resources: Resources, workspace: uuid.UUID, openai: FakeOpenAI
+) -> None:
+    photo = {
+        "dify_model_identity": "__dify__file__",
+        "type": "image",
+        "filename": "cat.png",
+        "transfer_method": "remote_url",
+        "remote_url": "https://example.com/cat.png",
+    }
+    nodes = [
+        start(),
+        llm(
+            prompt_template=[{"role": "user", "text": "What is in the picture?"}],
+            vision={
+                "enabled": True,
+                "configs": {"variable_selector": ["start", "photos"], "detail": "low"},
+            },
+        ),
+        node("end", "end"),
+    ]
+    outcome = await run(
+        resources, workspace, nodes, chain("start", "llm", "end"), {"photos": [photo]}
+    )
+    assert outcome.state.status == "succeeded", outcome.state.error
+    content = sent_messages(openai)[-1]["content"]
+    assert {"type": "text", "text": "What is in the picture?"} in content
+    images = [part for part in content if part["type"] == "image_url"]
+    assert images == [
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}}
+    ]
+    prompts = outcome.finished("llm")[-1].node.process_data["prompts"]  # type: ignore[index]
+    assert prompts[-1]["files"] == [
+        {"type": "image", "data": "https://example.com/cat.png", "detail": "low"}
+    ]

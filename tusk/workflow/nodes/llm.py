@@ -202,37 +202,29 @@ class LLMNode(Node):
             return render_basic(memory.query_prompt_template, pool)
         return to_query(pool.get(["sys", "query"]))
 
-    async def prompt(self, ctx: NodeContext, context: str) -> list[Message]:
-        """The messages sent to the model, in Dify's order: the template, the remembered
-        conversation, the user's query, then the images."""
-        config, pool = self.config, ctx.pool
+    def _messages(self, pool: VariablePool, past: list[Message], context: str) -> list[Message]:
+        """The template rendered, the remembered conversation, then the user's query."""
+        config = self.config
         values = jinja2_values(pool, config.prompt_config.jinja2_variables)
-        past = await history(ctx, config.memory)
         template = config.prompt_template
         if isinstance(template, CompletionPrompt):
-            text = render_prompt(
-                template.text, template.edition_type, template.jinja2_text, pool, values, context
-            )
+            text = render_prompt(template, pool, values, context)
             prefix = config.memory.role_prefix if config.memory else None
-            messages = [Message("user", text.replace(HISTORIES_MARK, history_text(past, prefix)))]
-        else:
-            rendered = (
-                Message(
-                    item.role,
-                    render_prompt(
-                        item.text, item.edition_type, item.jinja2_text, pool, values, context
-                    ),
-                )
-                for item in template
-            )
-            messages = [*rendered, *past]
-            if query := self._query(pool):
-                messages.append(Message("user", query))
-        messages = [m for m in messages if m.text.strip()]
+            return [Message("user", text.replace(HISTORIES_MARK, history_text(past, prefix)))]
+        messages = [
+            Message(item.role, render_prompt(item, pool, values, context)) for item in template
+        ]
+        query = self._query(pool)
+        return [*messages, *past, *([Message("user", query)] if query else [])]
+
+    async def prompt(self, ctx: NodeContext, context: str) -> list[Message]:
+        """The messages sent to the model, in Dify's order, then the images."""
+        config = self.config
+        past = await history(ctx, config.memory)
+        messages = [m for m in self._messages(ctx.pool, past, context) if m.text.strip()]
         if config.vision.enabled:
-            images = await image_parts(
-                ctx, pool.get(config.vision.configs.variable_selector), config.vision.configs.detail
-            )
+            vision = config.vision.configs
+            images = await image_parts(ctx, ctx.pool.get(vision.variable_selector), vision.detail)
             messages = with_images(messages, images)
         if not messages:
             raise NodeError("the LLM node has no prompt: write a prompt in its prompt template")

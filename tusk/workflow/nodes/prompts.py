@@ -30,17 +30,18 @@ ChatRole = Literal["system", "user", "assistant"]
 Edition = Literal["basic", "jinja2"]
 
 
-class ChatPromptItem(Config):
+class PromptText(Config):
+    text: str = ""
+    edition_type: Edition = "basic"
+    jinja2_text: str | None = None
+
+
+class ChatPromptItem(PromptText):
     role: ChatRole = "user"
-    text: str = ""
-    edition_type: Edition = "basic"
-    jinja2_text: str | None = None
 
 
-class CompletionPrompt(Config):
-    text: str = ""
-    edition_type: Edition = "basic"
-    jinja2_text: str | None = None
+class CompletionPrompt(PromptText):
+    """The one prompt of a completion-mode model."""
 
 
 class Jinja2Variable(Config):
@@ -110,16 +111,11 @@ def render_jinja2(text: str, values: Mapping[str, Any]) -> str:
 
 
 def render_prompt(
-    text: str,
-    edition_type: Edition,
-    jinja2_text: str | None,
-    pool: VariablePool,
-    values: Mapping[str, Any],
-    context: str,
+    prompt: PromptText, pool: VariablePool, values: Mapping[str, Any], context: str
 ) -> str:
-    if edition_type == "jinja2":
-        return render_jinja2(jinja2_text or "", values)
-    return render_basic(text, pool, context)
+    if prompt.edition_type == "jinja2":
+        return render_jinja2(prompt.jinja2_text or "", values)
+    return render_basic(prompt.text, pool, context)
 
 
 def template_reads(texts: Iterable[str | None]) -> list[Selector]:
@@ -134,11 +130,8 @@ def context_item_text(item: Any) -> str:
         return item
     if isinstance(item, Mapping) and isinstance(item.get("content"), str):
         summary = item.get("summary")
-        return (
-            f"{summary}\n{item['content']}"
-            if isinstance(summary, str) and summary
-            else item["content"]
-        )
+        has_summary = isinstance(summary, str) and bool(summary)
+        return f"{summary}\n{item['content']}" if has_summary else item["content"]
     raise NodeError(
         "the context variable holds an item without `content`; use the result of a "
         "knowledge-retrieval node, a list of strings, or a string"
