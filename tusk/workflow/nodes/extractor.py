@@ -4,7 +4,9 @@ function call (`reasoning_mode` "function_call") or by answering JSON ("prompt")
 As in Dify, a bad answer does not fail the node: `__is_success` is 0, `__reason` says why, and
 every parameter the answer did not give (or gave with the wrong type) holds its type's default
 (0, false, "", []). Unlike Dify, an optional parameter that the answer leaves out is no failure
-(Dify reports "Invalid number of parameters" then)."""
+(Dify reports "Invalid number of parameters" then). "function_call" always offers the tool (Dify
+falls back to "prompt" for models it knows have no tool calls); an answer in text instead of a
+call is read as JSON all the same."""
 
 from __future__ import annotations
 
