@@ -1,7 +1,7 @@
 """Run every benchmark; print the report and write it to bench/results/latest.md.
 
 .venv/bin/python -m bench [--runs N] [--ops N] [--workers N] [--calls N] [--passages N]
-                          [--only startup|primitives|models|sandbox]
+                          [--quick] [--only startup|primitives|models|sandbox|knowledge]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from bench.common import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("startup", "primitives", "models", "sandbox")
+BENCHMARKS = ("startup", "primitives", "models", "sandbox", "knowledge")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         default=int(env("BENCH_PASSAGES", "64")),
         help="passages embedded per batch size and system, at least "
         "(default: $BENCH_PASSAGES or 64)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smaller knowledge benchmark (fewer pages, chunks and queries)",
     )
     parser.add_argument(
         "--only", action="append", choices=BENCHMARKS, help="run only this one (repeatable)"
@@ -109,6 +114,12 @@ def _run(selected: Sequence[str], args: argparse.Namespace) -> tuple[list[str], 
         text, found = sandbox.report(measured, args.calls, args.workers)
         sections.append(text)
         failures += found
+    if "knowledge" in selected:
+        from bench import knowledge
+
+        text, found = knowledge.report(knowledge.measure(knowledge.options(args)))
+        sections.append(text)
+        failures += found
     return sections, failures
 
 
@@ -124,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.sandbox import problems as sandbox_problems
 
         problems += sandbox_problems()
+    if "knowledge" in selected:
+        from bench.knowledge import problems as knowledge_problems
+
+        problems += knowledge_problems()
     if problems:
         print("\n".join(f"bench: {problem}" for problem in problems), file=sys.stderr)
         return 2
