@@ -17,6 +17,7 @@ from tusk.api.middleware import BodySizeLimit, Limit
 from tusk.api.routes import (
     console_apps,
     console_auth,
+    console_dsl,
     console_files,
     console_keys,
     console_models,
@@ -100,6 +101,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     routers = (
         system,
         console_auth,
+        console_dsl,  # before console_apps: /imports is not an app id
         console_apps,
         console_keys,
         console_files,

@@ -12,8 +12,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tusk.accounts import service
+from tusk.apps.dsl_transfer import (
+    Importer,
+    ImportResult,
+    confirm_import,
+    export_dsl,
+    import_dsl,
+)
 from tusk.db.engine import engine_scope, session_factory
-from tusk.db.models import Dataset, Workspace
+from tusk.db.models import App, Dataset, Membership, Workspace
 from tusk.doctor import Finding, connection_finding, database_findings, storage_finding
 from tusk.errors import InvalidParam, NotFound
 from tusk.models import credentials
@@ -21,6 +28,7 @@ from tusk.rag import transfer
 from tusk.runtime import Runtime, secret_key_file
 from tusk.services import open_services
 from tusk.storage import create_storage
+from tusk.workflow.store import env_key
 
 
 async def create_first_admin(runtime: Runtime, *, email: str, name: str, password: str) -> str:
@@ -88,3 +96,33 @@ async def _only_workspace(db: AsyncSession) -> uuid.UUID:
             params="workspace",
         )
     return ids[0]
+
+
+async def import_app_file(
+    runtime: Runtime, text: str, workspace_id: uuid.UUID | None
+) -> ImportResult:
+    async with engine_scope(runtime.conninfo) as engine, session_factory(engine).begin() as db:
+        target = workspace_id or await _only_workspace(db)
+        owner = (
+            await db.execute(
+                select(Membership.account_id)
+                .where(Membership.workspace_id == target)
+                .order_by(Membership.role != "owner")
+                .limit(1)
+            )
+        ).scalar()
+        if owner is None:
+            raise NotFound(f"no workspace {target}")
+        importer = Importer(target, owner, env_key(runtime.secret_key))
+        result = await import_dsl(db, importer, text)
+        if result.status == "pending":  # a terminal user has confirmed by running the command
+            result = await confirm_import(db, importer, result.id)
+        return result
+
+
+async def export_app_file(runtime: Runtime, app_id: uuid.UUID, *, include_secret: bool) -> str:
+    async with engine_scope(runtime.conninfo) as engine, session_factory(engine).begin() as db:
+        app = await db.get(App, app_id)
+        if app is None:
+            raise NotFound(f"no app {app_id}")
+        return await export_dsl(db, app, env_key(runtime.secret_key), include_secret=include_secret)

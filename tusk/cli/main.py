@@ -27,7 +27,7 @@ from tusk.db import migrate
 from tusk.db.embedded import EmbeddedError
 from tusk.db.engine import DatabaseUnreachable, wait_for_database
 from tusk.db.extensions import ExtensionsMissing
-from tusk.errors import TuskError
+from tusk.errors import InvalidParam, TuskError
 from tusk.logs import setup_logging
 from tusk.models.credentials import RotationFailed
 from tusk.runtime import Runtime, open_runtime
@@ -277,6 +277,56 @@ def kb_import(
         )
 
     run("kb-import", body)
+
+
+apps = typer.Typer(help="Move apps in and out as Dify DSL files.", no_args_is_help=True)
+cli.add_typer(apps, name="app")
+
+
+@apps.command("import")
+def app_import(
+    file: Annotated[Path, typer.Argument(help="A Dify DSL file (YAML).")],
+    workspace: Annotated[
+        uuid.UUID | None, typer.Option(help="The workspace to import into (default: the only one).")
+    ] = None,
+) -> None:
+    """Create an app from a DSL file; say what in it Tusk cannot run."""
+    from tusk.cli.commands import import_app_file
+
+    async def body(runtime: Runtime) -> None:
+        await ready_database(runtime, upgrade=False)
+        result = await import_app_file(runtime, file.read_text(encoding="utf-8"), workspace)
+        if result.status == "failed":
+            raise InvalidParam(f"{file} cannot be imported: {result.error}")
+        typer.echo(f"imported {file.name} as {result.app_mode} app {result.app_id}")
+        for warning in result.warnings:
+            typer.echo(f"warning: {warning}")
+
+    run("app-import", body)
+
+
+@apps.command("export")
+def app_export(
+    app_id: Annotated[uuid.UUID, typer.Argument(help="The app id.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="A file (default: standard output).")
+    ] = None,
+    include_secret: Annotated[
+        bool, typer.Option(help="Write secret environment variables in clear.")
+    ] = False,
+) -> None:
+    """Write an app (its draft workflow or model config) as a Dify DSL file."""
+    from tusk.cli.commands import export_app_file
+
+    async def body(runtime: Runtime) -> None:
+        await ready_database(runtime, upgrade=False)
+        text = await export_app_file(runtime, app_id, include_secret=include_secret)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.write_text(text, encoding="utf-8")
+
+    run("app-export", body)
 
 
 def main() -> None:
