@@ -587,3 +587,50 @@ async def test_unsupported_and_foreign_files_fail_clearly(
     assert "no longer exists" in failed_with(leaked)
     not_a_file = await run_one(resources, workspace, extractor_node(), {"file": "text"})
     assert "is string, not a file" in failed_with(not_a_file)
+
+
+async def test_files_sent_as_binary_and_form_data(
+    server: str, services: Services, resources: Resources, workspace: uuid.UUID
+) -> None:
+    notes = await stored(services, workspace, "notes.txt", b"file bytes")
+    binary = {"type": "binary", "data": [{"type": "file", "file": ["start", "file"]}]}
+    sent = await run_one(
+        resources,
+        workspace,
+        http_node(server + "/echo", method="put", body=binary),
+        {"file": notes},
+    )
+    assert json.loads(sent.outputs("http")["body"])["body"] == "file bytes"
+    form = {
+        "type": "form-data",
+        "data": [
+            {"type": "text", "key": "note", "value": "hi"},
+            {"type": "file", "key": "doc", "file": ["start", "file"]},
+        ],
+    }
+    posted = await run_one(
+        resources, workspace, http_node(server + "/echo", method="post", body=form), {"file": notes}
+    )
+    echoed = json.loads(posted.outputs("http")["body"])
+    assert 'name="note"\r\n\r\nhi\r\n' in echoed["body"]
+    assert 'name="doc"; filename="notes.txt"' in echoed["body"]
+    assert "file bytes" in echoed["body"]
+    log = (posted.finished("http")[0].node.process_data or {})["request"]
+    assert "doc=<file 'notes.txt', 10 bytes>" in log
+
+
+async def test_remote_file_is_downloaded_through_the_guard(
+    server: str, services: Services, resources: Resources, workspace: uuid.UUID
+) -> None:
+    remote = {
+        "dify_model_identity": "__dify__file__",
+        "transfer_method": "remote_url",
+        "remote_url": server + "/report.csv",
+        "filename": "report.csv",
+        "extension": ".csv",
+    }
+    outcome = await run_one(resources, workspace, extractor_node(), {"file": remote})
+    assert outcome.outputs("doc") == {"text": "city: Lyon; people: 520000"}
+    closed = resources_of(services, ssrf_allowed_hosts="")
+    refused = await run_one(closed, workspace, extractor_node(), {"file": remote})
+    assert "Refused to connect to 127.0.0.1" in failed_with(refused)
