@@ -10,11 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
-from tests.support.api import api_client, assert_error, bearer, setup_and_login
+from tests.support.api import SECRET, api_client, assert_error, bearer, setup_and_login
 from tests.support.workflow import chain, edge, node
-from tusk.db.engine import engine_scope
+from tusk.db.engine import engine_scope, session_factory
+from tusk.db.models import Workflow
+from tusk.workflow import store
 from tusk.workflow.nodes import node_types
 from tusk.workflow.nodes.base import Node, NodeContext, NodeResult
 
@@ -202,6 +204,13 @@ async def test_secret_environment_variables_are_masked_and_encrypted(fresh_datab
     async with engine_scope(fresh_database) as engine, engine.connect() as conn:
         stored = await conn.execute(text("SELECT environment_variables::text FROM workflows"))
         assert all("s3cret-value" not in row[0] for row in stored)
+    new_secret = "rotated-" * 6
+    async with engine_scope(fresh_database) as engine, session_factory(engine).begin() as db:
+        assert await store.rotate_secrets(db, SECRET, new_secret) == 2  # the draft and version
+    async with engine_scope(fresh_database) as engine, session_factory(engine)() as db:
+        for workflow in (await db.execute(select(Workflow))).scalars():
+            values = store.environment_values(workflow, store.env_key(new_secret))
+            assert values["token"] == "s3cret-value"
 
 
 async def test_stale_draft_hash_is_refused(fresh_database: str) -> None:

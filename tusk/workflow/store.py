@@ -20,6 +20,7 @@ from tusk import crypto
 from tusk.db.models import App, Workflow
 from tusk.db.paging import Page, paginate
 from tusk.errors import InvalidParam, NotFound, TuskError
+from tusk.models.credentials import RotationFailed
 from tusk.workflow.graph import GraphError
 from tusk.workflow.plan import Mode, Plan, Problem, build_plan
 from tusk.workflow.validate import validate
@@ -286,3 +287,28 @@ async def list_versions(
         Workflow.version != DRAFT,
     )
     return await paginate(db, query.order_by(Workflow.created_at.desc(), Workflow.id), page, limit)
+
+
+async def rotate_secrets(db: AsyncSession, old_secret: str, new_secret: str) -> int:
+    """Re-encrypt the secret environment variables of every workflow (drafts and versions)
+    under a new SECRET_KEY, in the caller's transaction; how many values were re-encrypted."""
+    old, new = env_key(old_secret), env_key(new_secret)
+    count = 0
+    for workflow in (await db.execute(select(Workflow).with_for_update())).scalars():
+        rotated = []
+        for variable in workflow.environment_variables or []:
+            item, value = dict(variable), variable.get("value")
+            if item.get("value_type") == "secret" and isinstance(value, str):
+                name = str(item["name"])
+                try:
+                    plain = _unseal(old, workflow.app_id, name, value)
+                except crypto.DecryptionFailed:
+                    raise RotationFailed(
+                        f"the secret {name!r} of app {workflow.app_id} does not decrypt with the "
+                        "old key; nothing was changed"
+                    ) from None
+                item["value"] = _seal(new, workflow.app_id, name, plain)
+                count += 1
+            rotated.append(item)
+        workflow.environment_variables = rotated
+    return count
