@@ -25,7 +25,7 @@ from tusk.services import Services
 from tusk.storage import iter_bytes
 from tusk.uploads import Uploader, save_upload
 from tusk.workflow.context import Resources
-from tusk.workflow.nodes.http_request import stored_file_value
+from tusk.workflow.files import file_value
 from tusk.workflow.values import is_file
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -550,7 +550,7 @@ async def stored(
             chunks=iter_bytes(data),
             max_bytes=10_000_000,
         )
-    return stored_file_value(row, "local_file")
+    return file_value(row)
 
 
 def extractor_node() -> dict[str, Any]:

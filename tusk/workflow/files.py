@@ -18,7 +18,7 @@ from tusk.workflow.values import FILE_IDENTITY
 EXTENSIONS = {
     "image": frozenset({"jpg", "jpeg", "png", "webp", "gif", "svg"}),
     "document": frozenset(
-        {"txt", "md", "markdown", "mdx", "pdf", "html", "htm", "xlsx", "xls", "docx", "csv",
+        {"txt", "md", "markdown", "mdx", "pdf", "html", "htm", "xlsx", "xls", "doc", "docx", "csv",
          "eml", "msg", "pptx", "ppt", "xml", "epub", "json", "vtt", "properties"}
     ),
     "audio": frozenset({"mp3", "m4a", "wav", "amr", "mpga", "webm"}),
@@ -26,18 +26,24 @@ EXTENSIONS = {
 }  # fmt: skip
 
 
-def file_type_of(extension: str) -> str:
+def file_type_of(extension: str, mime_type: str | None = None) -> str:
+    """Dify's file type (image, document, audio, video, custom) of an extension."""
     extension = extension.lower().lstrip(".")
-    return next((kind for kind, known in EXTENSIONS.items() if extension in known), "custom")
+    found = next((kind for kind, known in EXTENSIONS.items() if extension in known), None)
+    main_type = (mime_type or "").split("/")[0]
+    return found or (main_type if main_type in ("image", "audio", "video") else "custom")
 
 
-def file_value(row: UploadFile, *, file_type: str | None = None) -> dict[str, Any]:
+def file_value(
+    row: UploadFile, *, file_type: str | None = None, transfer_method: str = "local_file"
+) -> dict[str, Any]:
+    """A file kept in `upload_files` as a run's value (Dify's serialised File)."""
     return {
         "dify_model_identity": FILE_IDENTITY,
         "id": None,
         "tenant_id": str(row.workspace_id),
-        "type": file_type or file_type_of(row.extension),
-        "transfer_method": "local_file",
+        "type": file_type or file_type_of(row.extension, row.mime_type),
+        "transfer_method": transfer_method,
         "remote_url": None,
         "related_id": str(row.id),
         "filename": row.name,

@@ -20,15 +20,15 @@ import httpx
 from pydantic import field_validator
 
 from tusk import storage
-from tusk.db.models import UploadFile
 from tusk.errors import TuskError
 from tusk.net.ssrf import AllowList, guarded_client, read_limited, send
 from tusk.uploads import Uploader, save_upload
+from tusk.workflow.files import file_value
 from tusk.workflow.graph import NodeSpec
 from tusk.workflow.nodes.base import Config, Node, NodeContext, NodeError, NodeResult, parse_config
 from tusk.workflow.nodes.document_extractor import read_file
 from tusk.workflow.template import references, render
-from tusk.workflow.values import FILE_IDENTITY, is_file
+from tusk.workflow.values import is_file
 from tusk.workflow.variables import Selector, VariablePool
 
 METHODS = frozenset({"get", "post", "put", "patch", "delete", "head", "options"})
@@ -43,13 +43,6 @@ BODY_CONTENT_TYPES = {
 }
 TEXT_APPLICATION_TYPES = ("json", "xml", "javascript", "x-www-form-urlencoded", "yaml", "graphql")
 TEXT_MARKERS = (b"{", b"[", b"<", b"function", b"var ", b"const ", b"let ")
-FILE_TYPES = {
-    "image": {"jpg", "jpeg", "png", "webp", "gif", "svg"},
-    "document": {"txt", "markdown", "md", "mdx", "pdf", "html", "htm", "xml", "json", "vtt"}
-    | {"xlsx", "xls", "csv", "doc", "docx", "ppt", "pptx", "epub", "eml", "msg", "properties"},
-    "audio": {"mp3", "m4a", "wav", "amr", "mpga"},
-    "video": {"mp4", "mov", "mpeg", "webm"},
-}
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -356,33 +349,6 @@ def response_mime_type(name: str, headers: Mapping[str, str]) -> str:
     return mimetypes.guess_type(name)[0] or declared or "application/octet-stream"
 
 
-def file_type(extension: str, mime_type: str | None) -> str:
-    """Dify's file type (image, document, audio, video, custom) of an extension."""
-    for kind, extensions in FILE_TYPES.items():
-        if extension.lower() in extensions:
-            return kind
-    main_type = (mime_type or "").split("/")[0]
-    return main_type if main_type in ("image", "audio", "video") else "custom"
-
-
-def stored_file_value(row: UploadFile, transfer_method: str = "tool_file") -> dict[str, Any]:
-    """A workflow file value (Dify's serialised File) for a file kept in `upload_files`."""
-    return {
-        "dify_model_identity": FILE_IDENTITY,
-        "id": None,
-        "tenant_id": str(row.workspace_id),
-        "type": file_type(row.extension, row.mime_type),
-        "transfer_method": transfer_method,
-        "remote_url": None,
-        "related_id": str(row.id),
-        "filename": row.name,
-        "extension": f".{row.extension}" if row.extension else None,
-        "mime_type": row.mime_type,
-        "size": row.size,
-        "url": None,
-    }
-
-
 # --- the node ----------------------------------------------------------------------------------
 
 
@@ -455,7 +421,7 @@ class HttpRequestNode(Node):
                 chunks=storage.iter_bytes(received.content),
                 max_bytes=MAX_BINARY_SIZE,
             )
-        return stored_file_value(row)
+        return file_value(row, transfer_method="tool_file")
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         out = await outgoing(ctx, self.config)
