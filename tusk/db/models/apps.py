@@ -112,6 +112,7 @@ class Conversation(Base):
     )
     from_account_id: Mapped[uuid.UUID | None] = account_ref()
     dialogue_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    variables: Mapped[dict[str, Any]] = jsonb()  # chatflow conversation variables, by name
     is_deleted: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
