@@ -234,9 +234,11 @@ def _retrieval(found: Retrieval, quality: Quality | None) -> tuple[list[str], li
         "looked up, not embedded, on both sides. Four rounds alternating the ways, after 10 "
         "untimed searches each.",
         markdown_table(headers, rows, left=2),
-        "Chunks found by both ways: " + ", ".join(agreed) + " (full-text search ranks the "
-        "first 1,000 matches it meets, and Tusk's `hit_count` updates move rows). Recall@10 of "
-        f"the HNSW search against exact search: {found.hnsw_recall:.3f}.{embedded}",
+        "Chunks found by both Tusk and the bare SQL: " + ", ".join(agreed) + " (full-text "
+        "search ranks the first 1,000 matches the scan meets, in no set order: when more match, "
+        "which ones depends on the plan and on the rows' places, which `hit_count` updates "
+        "change). Recall@10 of the HNSW search against exact search: "
+        f"{found.hnsw_recall:.3f}.{embedded}",
     ], failures
 
 
