@@ -23,9 +23,11 @@ from tusk.api.routes import (
     console_models,
     knowledge,
     service_api,
+    service_chat,
     system,
     workflows,
 )
+from tusk.apps.tasks import TaskRegistry
 from tusk.config import Settings
 from tusk.runtime import Runtime
 from tusk.services import Services, open_services
@@ -86,14 +88,19 @@ def create_app(runtime: Runtime) -> FastAPI:
         async with open_services(runtime) as services:
             app.state.services = services
             app.state.workflows = runner = workflow_runner(services)
-            stops = asyncio.create_task(runner.follow_stops())
+            app.state.tasks = tasks = TaskRegistry(services.sessions, services.broker)
+            stops = [
+                asyncio.create_task(runner.follow_stops()),
+                asyncio.create_task(tasks.follow_stops()),
+            ]
             # What start-up allocated lives as long as the process: moving it out of the
             # collector's reach shortens the full collections that pause every stream.
             gc.freeze()
             try:
                 yield
             finally:
-                stops.cancel()
+                for task in stops:
+                    task.cancel()
                 await runner.close()
 
     app = FastAPI(title="Tusk", version=__version__, lifespan=lifespan)
@@ -111,6 +118,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     app.include_router(workflows.service_router)
+    app.include_router(service_chat.router)
     app.include_router(workflows.console_router)
     app.include_router(knowledge.estimate_router)  # before /datasets/{dataset_id} routes
     app.include_router(knowledge.service_router)

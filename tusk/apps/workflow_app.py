@@ -42,7 +42,7 @@ def start_form(plan: Plan) -> Sequence[StartVariable]:
     return ()
 
 
-async def _workflow(
+async def pick_workflow(
     db: AsyncSession, app: App, *, version: uuid.UUID | None, draft: bool
 ) -> Workflow:
     if draft:
@@ -66,11 +66,11 @@ async def start_run(
     if app.mode != "workflow":
         raise NotWorkflowApp("Please check if your app mode matches the right API route.")
     async with sessions.begin() as db:
-        workflow = await _workflow(db, app, version=version, draft=draft)
+        workflow = await pick_workflow(db, app, version=version, draft=draft)
         plan = runner.plan(app, workflow)
         resolve = UploadResolver(db, app.workspace_id)
         checked = await check_inputs(start_form(plan), inputs or {}, resolve)
-        system_files = await _system_files(files, resolve)
+        given_files = await system_files(files, resolve)
     request = RunRequest(
         app=app,
         workflow=workflow,
@@ -79,12 +79,12 @@ async def start_run(
         created_by_role=caller.role,
         created_by=caller.id,
         triggered_from="debugging" if draft else "app-run",
-        system={"files": system_files},
+        system={"files": given_files},
     )
     return runner.start(request)
 
 
-async def _system_files(files: Any, resolve: UploadResolver) -> list[dict[str, Any]]:
+async def system_files(files: Any, resolve: UploadResolver) -> list[dict[str, Any]]:
     if not files:
         return []
     if not isinstance(files, list) or not all(isinstance(f, Mapping) for f in files):

@@ -12,6 +12,7 @@ from tusk.errors import InvalidParam
 from tusk.workflow.nodes.flow import StartVariable
 
 TEXT_TYPES = frozenset({"text-input", "paragraph", "select"})
+TRUE, FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
 FileResolver = Callable[[Mapping[str, Any], StartVariable], Awaitable[dict[str, Any]]]
 
 
@@ -100,10 +101,8 @@ def _number(field: StartVariable, value: Any) -> int | float:
 def _boolean(field: StartVariable, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    if value in (0, 1):
-        return bool(value)
+    if isinstance(value, int | str) and str(value).strip().lower() in TRUE | FALSE:
+        return str(value).strip().lower() in TRUE
     raise _wrong(field, "must be a boolean")
 
 

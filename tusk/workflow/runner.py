@@ -58,6 +58,7 @@ class RunHandle:
         self.run_id = run_id
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        self.pool: VariablePool | None = None  # the run's values (conversation.* at the end)
 
     async def events(self) -> AsyncIterator[Event]:
         while (event := await self.queue.get()) is not _END:
@@ -123,6 +124,7 @@ class WorkflowRunner:
             environment_values(workflow, self.env_key),
             request.conversation,
         )
+        handle.pool = pool
         held: list[Event] = []  # the end is told once it is recorded
 
         def emit(event: Event) -> None:
@@ -165,11 +167,11 @@ class WorkflowRunner:
 
     async def stop(self, run_id: uuid.UUID) -> None:
         """Stop the run wherever it executes (this process or another)."""
-        self._stop_here(run_id)
+        self.stop_here(run_id)
         async with self.resources.sessions.begin() as db:
             await pubsub.publish(db, STOP_TOPIC, {"run_id": str(run_id)})
 
-    def _stop_here(self, run_id: uuid.UUID) -> bool:
+    def stop_here(self, run_id: uuid.UUID) -> bool:
         executor = self._running.get(run_id)
         if executor is not None:
             executor.stop()
@@ -180,7 +182,7 @@ class WorkflowRunner:
         async with self.broker.subscribe(STOP_TOPIC) as subscription:
             async for message in subscription:
                 with contextlib.suppress(KeyError, ValueError, TypeError):
-                    self._stop_here(uuid.UUID(message["run_id"]))
+                    self.stop_here(uuid.UUID(message["run_id"]))
 
     async def close(self) -> None:
         """Stop this process's runs (shutdown); each ends `stopped` and is recorded."""

@@ -15,7 +15,7 @@ from tusk.workflow.events import TextChunk
 from tusk.workflow.plan import ResponseSpec
 from tusk.workflow.template import Text
 from tusk.workflow.values import to_markdown
-from tusk.workflow.variables import VariablePool
+from tusk.workflow.variables import CONVERSATION, VariablePool
 
 Key = tuple[str, str]
 
@@ -55,6 +55,7 @@ class Coordinator:
         self._closed: set[Key] = set()
         self._finished: set[str] = set()
         self._skipped: set[str] = set()
+        self._started: set[str] = set()
         for node_id, (_, paths) in list(self._pending.items()):
             if any(not path for path in paths):
                 self._open(node_id)
@@ -69,10 +70,12 @@ class Coordinator:
                 self._open(node_id)
 
     def node_started(self, node_id: str) -> None:
+        self._started.add(node_id)
         if node_id in self._pending:  # a response node that runs is certainly reached
             self._open(node_id)
         else:
             self.edge_taken(f"@{node_id}")
+            self._flush()
 
     def chunk(self, node_id: str, name: str, text: str) -> None:
         key = (node_id, name)
@@ -132,6 +135,8 @@ class Coordinator:
             return key in self._closed
         if not self._settled(source):
             return False
+        if source == CONVERSATION and node_id not in self._started:
+            return False  # assigners upstream may still change it: wait for the node's turn
         if text := to_markdown(self._pool.get(piece.selector)):
             self._emit(TextChunk(text, piece.selector, node_id))
         return True

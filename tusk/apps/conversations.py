@@ -1,0 +1,206 @@
+"""Conversations and messages of chat apps, as Dify records them. A conversation belongs to one
+end user (or console account) of one app; another user cannot see it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tusk.db.models import App, Conversation, Message
+from tusk.errors import InvalidParam, NotFound
+from tusk.models.types import Message as ChatMessage
+
+NEW_NAME = "New conversation"
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """Who talks to the app: an end user of the Service API or a console account."""
+
+    end_user_id: uuid.UUID | None = None
+    account_id: uuid.UUID | None = None
+    source: str = "api"  # Dify's from_source: "api" or "console"
+
+
+def _owned(query: Any, speaker: Speaker) -> Any:
+    if speaker.end_user_id is not None:
+        return query.where(Conversation.from_end_user_id == speaker.end_user_id)
+    return query.where(Conversation.from_account_id == speaker.account_id)
+
+
+async def find_conversation(
+    db: AsyncSession, app: App, speaker: Speaker, conversation_id: Any, *, lock: bool = False
+) -> Conversation:
+    try:
+        wanted = uuid.UUID(str(conversation_id))
+    except ValueError:
+        raise NotFound("Conversation Not Exists.") from None
+    query = _owned(
+        select(Conversation).where(
+            Conversation.id == wanted,
+            Conversation.app_id == app.id,
+            Conversation.workspace_id == app.workspace_id,
+            Conversation.is_deleted.is_(False),
+        ),
+        speaker,
+    )
+    found = (await db.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
+    if not isinstance(found, Conversation):
+        raise NotFound("Conversation Not Exists.")
+    return found
+
+
+async def open_conversation(
+    db: AsyncSession,
+    app: App,
+    speaker: Speaker,
+    conversation_id: str | None,
+    inputs: dict[str, Any],
+) -> Conversation:
+    """The conversation named (locked for this turn), or a new one with these inputs."""
+    if conversation_id:
+        return await find_conversation(db, app, speaker, conversation_id, lock=True)
+    conversation = Conversation(
+        workspace_id=app.workspace_id,
+        app_id=app.id,
+        app_model_config_id=app.app_model_config_id,
+        mode=app.mode,
+        name=NEW_NAME,
+        inputs=inputs,
+        from_source=speaker.source,
+        from_end_user_id=speaker.end_user_id,
+        from_account_id=speaker.account_id,
+    )
+    db.add(conversation)
+    await db.flush()
+    return conversation
+
+
+async def new_message(
+    db: AsyncSession,
+    conversation: Conversation,
+    speaker: Speaker,
+    *,
+    query: str,
+    inputs: dict[str, Any],
+) -> Message:
+    """The message of this turn, answered later by `finish_message`; its parent is the
+    conversation's last message, as Dify threads them."""
+    parent = (
+        await db.execute(
+            select(Message.id)
+            .where(Message.conversation_id == conversation.id)
+            .order_by(Message.created_at.desc())
+            .limit(1)
+        )
+    ).scalar()
+    message = Message(
+        workspace_id=conversation.workspace_id,
+        app_id=conversation.app_id,
+        conversation_id=conversation.id,
+        parent_message_id=parent,
+        inputs=inputs,
+        query=query,
+        from_source=speaker.source,
+        from_end_user_id=speaker.end_user_id,
+        from_account_id=speaker.account_id,
+    )
+    db.add(message)
+    await db.flush()
+    await db.refresh(message)
+    return message
+
+
+@dataclass
+class Outcome:
+    """How a turn ended, for its message row."""
+
+    answer: str
+    status: str = "normal"  # normal, error, stopped
+    error: str | None = None
+    message_tokens: int = 0
+    answer_tokens: int = 0
+    total_price: Decimal = Decimal(0)
+    currency: str = "USD"
+    latency: float = 0.0
+    metadata: dict[str, Any] | None = None
+    workflow_run_id: uuid.UUID | None = None
+
+
+async def finish_message(
+    sessions: async_sessionmaker[AsyncSession], message: Message, outcome: Outcome
+) -> None:
+    """Store the answer and count the turn, in one transaction."""
+    async with sessions.begin() as db:
+        await db.execute(
+            update(Message)
+            .where(Message.id == message.id)
+            .values(
+                answer=outcome.answer,
+                status=outcome.status,
+                error=outcome.error,
+                message_tokens=outcome.message_tokens,
+                answer_tokens=outcome.answer_tokens,
+                total_tokens=outcome.message_tokens + outcome.answer_tokens,
+                total_price=outcome.total_price,
+                currency=outcome.currency,
+                provider_response_latency=outcome.latency,
+                message_metadata=outcome.metadata or {},
+                workflow_run_id=outcome.workflow_run_id,
+                updated_at=datetime.now(UTC),
+            )
+        )
+        await db.execute(
+            update(Conversation)
+            .where(Conversation.id == message.conversation_id)
+            .values(dialogue_count=Conversation.dialogue_count + 1, updated_at=datetime.now(UTC))
+        )
+
+
+class ConversationHistory:
+    """The conversation before the current message, as chat messages for model memory."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        conversation_id: uuid.UUID,
+        before: uuid.UUID | None,
+    ) -> None:
+        self.sessions = sessions
+        self.conversation_id = conversation_id
+        self.before = before
+
+    async def messages(self, window: int | None) -> Sequence[ChatMessage]:
+        query = (
+            select(Message.query, Message.answer)
+            .where(
+                Message.conversation_id == self.conversation_id,
+                Message.status == "normal",
+                Message.answer != "",
+            )
+            .order_by(Message.created_at.desc())
+        )
+        if self.before is not None:
+            query = query.where(Message.id != self.before)
+        if window:
+            query = query.limit(window)
+        async with self.sessions() as db:
+            rows = (await db.execute(query)).all()
+        turns: list[ChatMessage] = []
+        for asked, answered in reversed(rows):
+            turns += [ChatMessage(role="user", content=asked),
+                      ChatMessage(role="assistant", content=answered)]  # fmt: skip
+        return turns
+
+
+def query_param(query: Any) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidParam("query is required", params="query")
+    return query.replace("\x00", "")
