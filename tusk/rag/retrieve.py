@@ -214,8 +214,11 @@ class Retriever:
         rows = await self.db.execute(
             text(
                 "SELECT s.*, d.name AS document_name FROM document_segments s "
-                "JOIN documents d ON d.id = s.document_id WHERE s.id = ANY(:ids) "
-                "OR s.id IN (SELECT parent_id FROM document_segments WHERE id = ANY(:ids))"
+                "JOIN documents d ON d.id = s.document_id "
+                # one array of the hits and their parents: a primary-key lookup, where an OR
+                # of the two conditions made PostgreSQL scan the whole table
+                "WHERE s.id = ANY(CAST(:ids AS uuid[]) || ARRAY(SELECT parent_id "
+                "FROM document_segments WHERE id = ANY(:ids) AND parent_id IS NOT NULL))"
             ),
             {"ids": ids},
         )
