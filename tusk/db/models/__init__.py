@@ -1,8 +1,10 @@
 """The models of every table Tusk owns; the job queue's tables belong to procrastinate."""
 
+from tusk.db.models import tools as tools  # registers the tool tables with Base
 from tusk.db.models.accounts import ROLES, Account, ApiKey, Membership, Setup, Workspace
 from tusk.db.models.apps import App, AppModelConfig, Conversation, EndUser, Message
 from tusk.db.models.base import Base
+from tusk.db.models.feedback import MessageFeedback
 from tusk.db.models.files import StorageChunk, StorageObject, UploadFile
 from tusk.db.models.infra import DefaultModel, KeyValue, ModelUsage, ProviderCredential
 from tusk.db.models.knowledge import Dataset, Document, DocumentSegment
@@ -24,6 +26,7 @@ __all__ = [
     "KeyValue",
     "Membership",
     "Message",
+    "MessageFeedback",
     "ModelUsage",
     "ProviderCredential",
     "Setup",
