@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tusk import storage
 from tusk.db.models import UploadFile
-from tusk.errors import FileTooLarge, InvalidParam
+from tusk.errors import FileTooLarge, InvalidParam, TuskError
 
 MAX_NAME_LENGTH = 200
 
@@ -89,3 +89,19 @@ async def save_upload(
         await store.delete(key)  # the row failed: do not keep its bytes
         raise
     return row
+
+
+class UploadNotFound(TuskError):
+    code, status = "file_not_found", 404
+
+
+async def find_upload(db: AsyncSession, workspace_id: uuid.UUID, file_id: object) -> UploadFile:
+    """An uploaded file of this workspace; one of another workspace is not found."""
+    try:
+        wanted = uuid.UUID(str(file_id))
+    except ValueError:
+        raise UploadNotFound("File not found.") from None
+    found = await db.get(UploadFile, wanted)
+    if found is None or found.workspace_id != workspace_id:
+        raise UploadNotFound("File not found.")
+    return found

@@ -20,10 +20,12 @@ from tusk.api.routes import (
     console_dsl,
     console_files,
     console_keys,
+    console_logs,
     console_models,
     knowledge,
     service_api,
     service_chat,
+    service_records,
     system,
     workflows,
 )
@@ -113,7 +115,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         console_keys,
         console_files,
         console_models,
+        console_logs,
         service_api,
+        service_records,
     )
     for module in routers:
         app.include_router(module.router)
