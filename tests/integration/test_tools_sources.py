@@ -24,6 +24,7 @@ from mcp.server.mcpserver.exceptions import ToolError as McpToolError
 
 from tests.support.knowledge import new_workspace, services_on
 from tests.support.workflow import Outcome, chain, node, run_graph
+from tusk.errors import InvalidParam
 from tusk.services import Services
 from tusk.tools import ToolContext, call, store
 from tusk.tools.registry import find_tool
@@ -256,7 +257,7 @@ async def test_an_invalid_spec_or_a_taken_name_is_refused(
 ) -> None:
     bad = store.ApiProviderInput("broken", "openapi: 3.0.0\ninfo: {}\n")
     async with services.transaction() as db:
-        with pytest.raises(store.InvalidParam, match="the spec has no `paths`"):
+        with pytest.raises(InvalidParam, match="the spec has no `paths`"):
             await store.add_api_provider(db, secret(services), workspace, bad)
     taken = store.ApiProviderInput("weather", SPEC.replace("BASE", api))
     async with services.transaction() as db:
