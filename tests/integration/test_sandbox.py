@@ -165,6 +165,12 @@ async def test_python_main_gets_keyword_inputs_and_its_prints_are_captured(
     assert 0 < result.elapsed < LIMITS.timeout
 
 
+async def test_json_is_there_without_an_import_as_in_dify(sandbox: Sandbox) -> None:
+    code = "def main(text: str) -> dict:\n    return {'parsed': json.loads(text)}\n"
+    result = await sandbox.run("python3", code, {"text": '{"a": [1, 2]}'})
+    assert result.outputs == {"parsed": {"a": [1, 2]}}
+
+
 async def test_python_async_main(sandbox: Sandbox) -> None:
     code = (
         "import asyncio\n\nasync def main():\n"

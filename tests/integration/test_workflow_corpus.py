@@ -87,9 +87,6 @@ def offline(host: str) -> Expect:
 
 # Sandboxed code may import only the standard library (and packages an operator adds).
 NO_REQUESTS = "module 'requests' is not allowed in code"
-# Dify's code runner imports json at module level, so code that uses json without importing it
-# runs there; Tusk's sandbox does not define it.
-JSON_NOT_DEFINED = "NameError: name 'json' is not defined"
 EXPECTED: dict[str, Expect] = {
     # Tusk's own: every node's output reaches the end (the loopback server echoes the query).
     "tusk-nodes-workflow.yml": Expect(
@@ -107,10 +104,8 @@ EXPECTED: dict[str, Expect] = {
     "wwwzhouhui__dify-for-dsl__dsl_74-dify案例分享-解锁_AI_搜索新玩法_Dify_秘塔搜索工作流搭建教程"
     "与效果展示.yml": offline("metaso.cn"),
     # Nodes with an error strategy fail; the run goes on with their default values.
-    "dify-dsl-4-redteam-bee.yml": Expect("partial-succeeded", (NO_REQUESTS, JSON_NOT_DEFINED)),
-    "din4e__DifyDSL4RedTeam__dsl_bee.yml": Expect(
-        "partial-succeeded", (NO_REQUESTS, JSON_NOT_DEFINED)
-    ),
+    "dify-dsl-4-redteam-bee.yml": Expect("partial-succeeded", (NO_REQUESTS,)),
+    "din4e__DifyDSL4RedTeam__dsl_bee.yml": Expect("partial-succeeded", (NO_REQUESTS,)),
     "svcvit__Awesome-Dify-Workflow__DSL_Form表单聊天Demo.yml": Expect("failed", (NO_REQUESTS,)),
     "svcvit__Awesome-Dify-Workflow__DSL_runLLMCode.yml": Expect(
         "failed", ("module 'pandas' is not allowed in code",)

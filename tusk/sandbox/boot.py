@@ -204,7 +204,8 @@ def compile_code(code: str) -> CodeType:
 
 
 def call_main(program: CodeType, inputs: dict[str, Any]) -> object:
-    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    # `json` is there without an import, as Dify's code runner leaves it for snippets
+    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, "json": json}
     exec(program, namespace)  # noqa: S102 - running the user's code is the point, in the sandbox
     main = namespace.get("main")
     if not callable(main):
