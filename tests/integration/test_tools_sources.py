@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import threading
 import time
@@ -402,3 +403,16 @@ async def test_an_unknown_dify_provider_fails_naming_it(
     assert "'langgenius/tavily/tavily' (tool 'tavily_search') has no Tusk equivalent" in str(
         outcome.state.error
     )
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+async def test_the_code_interpreter_runs_scripts_in_the_sandbox(
+    services: Services, workspace: uuid.UUID, resources: Resources
+) -> None:
+    run_code = await tool_of(services, workspace, "builtin", "code", "run_code")
+    context = ToolContext(workspace, resources)
+    result = await call(run_code, {"code": "import math\nprint(math.factorial(10))"}, context)
+    assert result.text.strip() == "3628800", result.text
+    failed = await call(run_code, {"code": "print(1 / 0)"}, context)
+    assert failed.is_error
+    assert "ZeroDivisionError" in failed.text
