@@ -15,9 +15,11 @@ from tusk import __version__
 from tusk.api.errors import install_error_handlers
 from tusk.api.middleware import BodySizeLimit, Limit
 from tusk.api.routes import (
+    console_app_config,
     console_apps,
     console_auth,
     console_dsl,
+    console_tools,
     console_files,
     console_keys,
     console_logs,
@@ -112,9 +114,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         console_auth,
         console_dsl,  # before console_apps: /imports is not an app id
         console_apps,
+        console_app_config,
         console_keys,
         console_files,
         console_models,
+        console_tools,
         console_logs,
         service_api,
         service_records,

@@ -1,5 +1,5 @@
-"""The Service API's chat endpoints: `POST /v1/chat-messages` (chat, agent-chat and chatflow
-apps), `POST /v1/completion-messages`, and their stop endpoints."""
+"""The Service API's chat endpoints: `POST /v1/chat-messages` (chat and chatflow apps),
+`POST /v1/completion-messages`, and their stop endpoints."""
 
 from __future__ import annotations
 
@@ -11,18 +11,33 @@ from pydantic import BaseModel
 from tusk.api.deps import AppCallerDep, ServicesDep
 from tusk.api.routes.workflows import get_runner
 from tusk.api.sse import sse_response
-from tusk.apps import chatflow_app
+from tusk.apps import chatflow_app, easy_app
 from tusk.apps.conversations import Speaker, query_param
 from tusk.apps.end_users import end_user, user_param
 from tusk.apps.tasks import TaskRegistry
+from tusk.db.models import App
+from tusk.errors import InvalidParam
+from tusk.services import Services
 
 router = APIRouter(prefix="/v1", tags=["service"])
+WRONG_ROUTE = "Please check if your app mode matches the right API route."
+CHAT_MODES = ("chat", "agent-chat", "advanced-chat")
 
 
 def get_tasks(request: Request) -> TaskRegistry:
     tasks = request.app.state.tasks
     assert isinstance(tasks, TaskRegistry)
     return tasks
+
+
+def easy_deps(services: Services, request: Request) -> easy_app.EasyDeps:
+    return easy_app.EasyDeps(services.sessions, services.models, get_tasks(request))
+
+
+async def respond(generation: easy_app.Generation, response_mode: str | None) -> Any:
+    if response_mode == "streaming":
+        return sse_response(generation.chunks())
+    return await generation.blocking()
 
 
 class ChatBody(BaseModel):
@@ -36,30 +51,78 @@ class ChatBody(BaseModel):
     workflow_id: str | None = None
 
 
+async def _speaker(services: Services, app: App, user: str) -> Speaker:
+    async with services.transaction() as db:
+        who = await end_user(db, app, user)
+    return Speaker(end_user_id=who.id)
+
+
 @router.post("/chat-messages")
 async def chat_messages(
     body: ChatBody, caller: AppCallerDep, services: ServicesDep, request: Request
 ) -> Any:
+    app = caller.app
+    if app.mode not in CHAT_MODES:
+        raise chatflow_app.NotChatApp(WRONG_ROUTE)
     user = user_param(body.user)
     query = query_param(body.query)
-    app = caller.app
-    async with services.transaction() as db:
-        who = await end_user(db, app, user)
-    chat = chatflow_app.ChatRequest(
+    speaker = await _speaker(services, app, user)
+    if app.mode == "chat":
+        chat = easy_app.EasyRequest(
+            query=query,
+            inputs=body.inputs,
+            speaker=speaker,
+            conversation_id=body.conversation_id or None,
+            auto_generate_name=body.auto_generate_name,
+        )
+        generation = await easy_app.start_generation(easy_deps(services, request), app, chat)
+        return await respond(generation, body.response_mode)
+    turn = chatflow_app.ChatRequest(
         query=query,
         inputs=body.inputs,
         user_id=user,
-        speaker=Speaker(end_user_id=who.id),
+        speaker=speaker,
         conversation_id=body.conversation_id or None,
         files=body.files,
-        created_by=who.id,
+        created_by=speaker.end_user_id,
     )
-    turn = await chatflow_app.start_turn(
-        services.sessions, get_runner(request), get_tasks(request), app, chat
+    started = await chatflow_app.start_turn(
+        services.sessions, get_runner(request), get_tasks(request), app, turn
     )
     if body.response_mode == "streaming":
-        return sse_response(turn.chunks())
-    return await turn.blocking()
+        return sse_response(started.chunks())
+    return await started.blocking()
+
+
+class CompletionBody(BaseModel):
+    inputs: dict[str, Any] | None = None
+    query: Any = ""
+    files: list[dict[str, Any]] | None = None
+    response_mode: str | None = None
+    user: str | None = None
+    retriever_from: str = "dev"
+
+
+@router.post("/completion-messages")
+async def completion_messages(
+    body: CompletionBody, caller: AppCallerDep, services: ServicesDep, request: Request
+) -> Any:
+    app = caller.app
+    if app.mode != "completion":
+        raise easy_app.NotCompletionApp(WRONG_ROUTE)
+    user = user_param(body.user)
+    if body.inputs is None:
+        raise InvalidParam("inputs is required", params="inputs")
+    if not isinstance(body.query, str):
+        raise InvalidParam("query must be a string", params="query")
+    completion = easy_app.EasyRequest(
+        query=body.query.replace("\x00", ""),
+        inputs=body.inputs,
+        speaker=await _speaker(services, app, user),
+        auto_generate_name=False,
+    )
+    generation = await easy_app.start_generation(easy_deps(services, request), app, completion)
+    return await respond(generation, body.response_mode)
 
 
 class StopBody(BaseModel):
@@ -71,5 +134,18 @@ async def stop_chat(
     task_id: str, body: StopBody, caller: AppCallerDep, request: Request
 ) -> dict[str, str]:
     user_param(body.user)
+    if caller.app.mode not in CHAT_MODES:
+        raise chatflow_app.NotChatApp(WRONG_ROUTE)
+    await get_tasks(request).stop(task_id)
+    return {"result": "success"}
+
+
+@router.post("/completion-messages/{task_id}/stop")
+async def stop_completion(
+    task_id: str, body: StopBody, caller: AppCallerDep, request: Request
+) -> dict[str, str]:
+    user_param(body.user)
+    if caller.app.mode != "completion":
+        raise easy_app.NotCompletionApp(WRONG_ROUTE)
     await get_tasks(request).stop(task_id)
     return {"result": "success"}

@@ -1,0 +1,362 @@
+"""Chat and completion apps (Dify's "easy" apps, configured by a `model_config` document): each
+request is one generation — input moderation, knowledge, the prompt, one streamed model call,
+output moderation — recorded as a message of a conversation (completion apps: a new conversation
+per request, as Dify).
+
+The generation runs in a task of its own and hands its chunks (Dify's shapes, in Dify's order:
+`message`... then `message_end`, or `error`) to whoever reads them. It is registered under its
+task id, so a stop request from any API process ends the model call; a reader that goes away
+(a client that disconnects) stops it too. Either way the message keeps what was produced, with
+status `stopped`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tusk.apps import naming
+from tusk.apps.chat_wire import ChatIds, blocking_body, error_chunk, message_chunk, message_end
+from tusk.apps.conversations import (
+    ConversationHistory,
+    Outcome,
+    Speaker,
+    finish_message,
+    new_message,
+    open_conversation,
+)
+from tusk.apps.easy_config import AppUnavailable, EasyConfig, form_variables, read_config
+from tusk.apps.easy_knowledge import Knowledge, retrieve
+from tusk.apps.easy_model import (
+    app_model_name,
+    estimated_usage,
+    open_model,
+    stream_reply,
+    usage_of,
+)
+from tusk.apps.moderation import input_verdict, keyword_rules, output_verdict
+from tusk.apps.prompting import Prompt, PromptInput, build_prompt
+from tusk.apps.tasks import TaskRegistry
+from tusk.db.models import App, AppModelConfig, Message
+from tusk.errors import TuskError
+from tusk.models.base import ChatModel
+from tusk.models.runtime import ModelRuntime
+from tusk.models.types import Message as ChatMessage
+from tusk.workflow.files import UploadResolver
+from tusk.workflow.inputs import check_inputs
+from tusk.workflow.nodes.base import NodeError
+from tusk.workflow.nodes.models import Reply, request_parameters
+
+log = logging.getLogger(__name__)
+
+EASY_MODES = frozenset({"chat", "completion"})
+HISTORY_TURNS = 500  # Dify reads at most this many earlier messages into memory
+# Error codes Dify's stream and error body use as they are; other failures of the model call
+# are `completion_request_error`.
+KEPT_CODES = frozenset(
+    {
+        "provider_not_initialize",
+        "provider_quota_exceeded",
+        "model_currently_not_support",
+        "invalid_param",
+        "app_unavailable",
+    }
+)
+INTERNAL_ERROR = "Internal Server Error, please contact support."
+
+
+class NotCompletionApp(TuskError):
+    code, status = "not_completion_app", 400
+
+
+class GenerationFailed(TuskError):
+    """The error a blocking request answers with when its generation failed."""
+
+    def __init__(self, message: str, code: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+def wire_error(exc: Exception) -> tuple[str, str, int]:
+    """Dify's (code, message, status) for a failed generation."""
+    if isinstance(exc, TuskError):
+        code = exc.code if exc.code in KEPT_CODES else "completion_request_error"
+        return code, exc.message, 400
+    if isinstance(exc, NodeError):
+        return "completion_request_error", str(exc), 400
+    return "internal_server_error", INTERNAL_ERROR, 500
+
+
+@dataclass(frozen=True)
+class EasyDeps:
+    sessions: async_sessionmaker[AsyncSession]
+    models: ModelRuntime
+    tasks: TaskRegistry
+
+
+@dataclass
+class EasyRequest:
+    query: str
+    inputs: Any
+    speaker: Speaker
+    conversation_id: str | None = None
+    auto_generate_name: bool = True
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a generation starts from, settled before it runs."""
+
+    app: App
+    config: EasyConfig
+    message: Message
+    inputs: dict[str, Any]
+    query: str
+    first_turn: bool
+    auto_name: bool
+
+
+async def _config_document(db: AsyncSession, app: App, config_id: uuid.UUID | None) -> EasyConfig:
+    row = await db.get(AppModelConfig, config_id) if config_id else None
+    if row is None or row.app_id != app.id:
+        raise AppUnavailable(
+            "The app has no model configuration yet: save one in the console "
+            "(POST /console/api/apps/{app_id}/model-config)."
+        )
+    return read_config(row.config)
+
+
+async def _prepare(db: AsyncSession, app: App, request: EasyRequest) -> Setup:
+    """The conversation (an existing one keeps its inputs and the config it started with) and
+    the message of this turn."""
+    if request.conversation_id and app.mode == "chat":
+        conversation = await open_conversation(
+            db, app, request.speaker, request.conversation_id, {}
+        )
+        config = await _config_document(db, app, conversation.app_model_config_id)
+        inputs = dict(conversation.inputs)
+    else:
+        config = await _config_document(db, app, app.app_model_config_id)
+        resolve = UploadResolver(db, app.workspace_id)
+        inputs = await check_inputs(form_variables(config), request.inputs, resolve)
+        conversation = await open_conversation(db, app, request.speaker, None, inputs)
+    message = await new_message(
+        db, conversation, request.speaker, query=request.query, inputs=inputs
+    )
+    first = not request.conversation_id and app.mode == "chat"
+    return Setup(app, config, message, inputs, request.query, first, request.auto_generate_name)
+
+
+async def start_generation(deps: EasyDeps, app: App, request: EasyRequest) -> Generation:
+    if app.mode not in EASY_MODES:
+        raise AppUnavailable("Please check if your app mode matches the right API route.")
+    async with deps.sessions.begin() as db:
+        setup = await _prepare(db, app, request)
+    message = setup.message
+    ids = ChatIds(
+        task_id=str(uuid.uuid4()),
+        message_id=str(message.id),
+        conversation_id=str(message.conversation_id),
+        created_at=int(message.created_at.timestamp()),
+        mode=app.mode,
+    )
+    generation = Generation(deps, setup, ids)
+    generation.start()
+    return generation
+
+
+class Generation:
+    """One running generation: its ids, its chunks, and a way to stop it."""
+
+    def __init__(self, deps: EasyDeps, setup: Setup, ids: ChatIds) -> None:
+        self.deps = deps
+        self.setup = setup
+        self.ids = ids
+        self.rules = keyword_rules(setup.config.sensitive_word_avoidance)
+        self.answer = ""  # as the user sees it (a moderated answer is replaced)
+        self.reply = Reply("")
+        self.resources: list[dict[str, Any]] = []
+        self.usage: dict[str, Any] = usage_of(deps.models, self.reply)
+        self.stopped = False
+        self.started = time.perf_counter()
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._replacement: str | None = None
+        self._call: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ended = False
+
+    # --- running -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.deps.tasks.register(self.ids.task_id, self.stop)
+        self._task = asyncio.create_task(self._produce())
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._call is not None:
+            self._call.cancel()
+
+    async def _produce(self) -> None:
+        try:
+            await self._generate()
+        except Exception as exc:  # every failure is recorded and reported to the client
+            if not isinstance(exc, TuskError | NodeError):
+                log.exception("generation %s failed", self.ids.task_id)
+            await self._fail(*wire_error(exc))
+        finally:
+            self.deps.tasks.unregister(self.ids.task_id)
+            self._queue.put_nowait(None)
+
+    async def _generate(self) -> None:
+        setup = self.setup
+        preset = input_verdict(self.rules, setup.inputs, setup.query)
+        if preset is not None:
+            self.answer = preset
+            self._put(message_chunk(self.ids, preset))
+            await self._end("normal")
+            return
+        knowledge = await self._knowledge()
+        prompt = build_prompt(
+            setup.config,
+            PromptInput(
+                setup.app.mode, setup.inputs, setup.query, knowledge.context, await self._history()
+            ),
+        )
+        app = setup.app
+        model = await open_model(self.deps.models, app.workspace_id, app.id, setup.config.model)
+        if self.stopped:
+            await self._end("stopped")
+            return
+        await self._stream(model, prompt)
+
+    async def _knowledge(self) -> Knowledge:
+        setup = self.setup
+        query = setup.query
+        variable = setup.config.dataset_query_variable
+        if setup.app.mode == "completion" and variable:
+            query = str(setup.inputs.get(variable) or "")
+        knowledge = await retrieve(
+            self.deps.sessions, self.deps.models, setup.app, setup.config.dataset_configs, query
+        )
+        if setup.config.retriever_resource.enabled:
+            self.resources = knowledge.resources
+        return knowledge
+
+    async def _history(self) -> list[ChatMessage]:
+        message = self.setup.message
+        if self.setup.app.mode != "chat" or self.setup.first_turn:
+            return []
+        history = ConversationHistory(self.deps.sessions, message.conversation_id, message.id)
+        return list(await history.messages(HISTORY_TURNS))
+
+    async def _stream(self, model: ChatModel, prompt: Prompt) -> None:
+        parameters = request_parameters(self.setup.config.model.completion_params)
+        if prompt.stops and "stop" not in parameters:
+            parameters["stop"] = prompt.stops
+        self.reply = Reply(model.full_name)
+        call = asyncio.create_task(
+            stream_reply(model, prompt.messages, parameters, self.reply, self._on_text)
+        )
+        self._call = call
+        await asyncio.wait({call})
+        if call.cancelled():  # stopped, or cut short by output moderation
+            self.reply.usage = estimated_usage(prompt.messages, self.reply.text)
+            await self._end("normal" if self._replacement is not None else "stopped")
+            return
+        if (error := call.exception()) is not None:
+            raise error
+        await self._end("normal")
+
+    def _on_text(self, text: str) -> None:
+        if self._replacement is not None:
+            return
+        replacement = output_verdict(self.rules, self.answer + text)
+        if replacement is None:
+            self.answer += text
+            self._put(message_chunk(self.ids, text))
+            return
+        self._replacement = self.answer = replacement
+        replace = {**self.ids.head("message_replace"), "answer": replacement}
+        del replace["id"]
+        self._put({**replace, "reason": "output_moderation"})
+        if self._call is not None:
+            self._call.cancel()
+
+    # --- endings -------------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        return {"usage": self.usage, "retriever_resources": self.resources}
+
+    def _outcome(self, status: str, error: str | None = None) -> Outcome:
+        latency = time.perf_counter() - self.started
+        self.usage = {**usage_of(self.deps.models, self.reply), "latency": round(latency, 3)}
+        return Outcome(
+            answer=self.answer,
+            status=status,
+            error=error,
+            message_tokens=self.reply.usage.prompt_tokens,
+            answer_tokens=self.reply.usage.completion_tokens,
+            total_price=Decimal(str(self.usage["total_price"])),
+            currency=str(self.usage["currency"]),
+            latency=latency,
+            metadata=self.metadata(),
+        )
+
+    async def _end(self, status: str) -> None:
+        await finish_message(self.deps.sessions, self.setup.message, self._outcome(status))
+        self._put(message_end(self.ids, self.metadata()))
+        if status == "normal" and self.setup.first_turn and self.setup.auto_name:
+            self._name_conversation()
+
+    async def _fail(self, code: str, message: str, status: int) -> None:
+        await finish_message(
+            self.deps.sessions, self.setup.message, self._outcome("error", message)
+        )
+        self._put(error_chunk(self.ids, message, code, status))
+
+    def _name_conversation(self) -> None:
+        setup = self.setup
+        naming.name_later(
+            self.deps.sessions,
+            self.deps.models,
+            setup.message.conversation_id,
+            setup.app,
+            setup.query,
+            app_model_name(setup.config),
+        )
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _put(self, chunk: dict[str, Any]) -> None:
+        if self.ids.mode == "completion":  # completion chunks carry no conversation
+            chunk.pop("conversation_id", None)
+        self._queue.put_nowait(chunk)
+
+    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """The chunks in order; a reader that stops early stops the generation."""
+        try:
+            while (chunk := await self._queue.get()) is not None:
+                yield chunk
+            self._ended = True
+        finally:
+            if not self._ended:
+                self.stop()
+
+    async def blocking(self) -> dict[str, Any]:
+        failure: dict[str, Any] | None = None
+        async for chunk in self.chunks():
+            if chunk["event"] == "error":
+                failure = chunk
+        if failure is not None:
+            raise GenerationFailed(failure["message"], failure["code"], failure["status"])
+        body = blocking_body(self.ids, self.answer, self.metadata())
+        if self.ids.mode == "completion":
+            del body["conversation_id"]
+        return body
