@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.integration.test_api_chatflow import published_chatflow
+from tests.integration.test_api_chatflow import GPT, published_chatflow
 from tests.integration.test_api_workflows import publish_with_key, workflow_app
 from tests.support.api import add_member, api_client, assert_error, bearer, login, setup_and_login
 from tests.support.workflow import chain, node
@@ -178,7 +178,9 @@ async def test_conversations_messages_feedback_and_variables(
 
         # suggestions are off in this app's features
         suggested = await client.get(f"/v1/messages/{message['id']}/suggested?user=ann", headers=h)
-        assert_error(suggested, 403, "app_suggested_questions_after_answer_disabled")
+        assert_error(suggested, 400, "bad_request")
+        theirs = await client.get(f"/v1/messages/{message['id']}/suggested?user=bob", headers=h)
+        assert_error(theirs, 404, "not_found")
 
         # rename
         renamed = await client.post(
@@ -191,6 +193,19 @@ async def test_conversations_messages_feedback_and_variables(
             f"/v1/conversations/{c2}/name", json={"name": "Mine", "user": "bob"}, headers=h
         )
         assert_error(theirs, 404, "not_found")
+        await client.post(
+            "/console/api/workspaces/current/default-model",
+            json={"model_settings": [{"model_type": "llm", "provider": GPT["provider"],
+                                      "model": GPT["name"]}]},
+            headers=bearer(token),
+        )  # fmt: skip
+        openai.reply('{"title": "Counting"}')
+        named = await client.post(
+            f"/v1/conversations/{c1}/name", json={"auto_generate": True, "user": "ann"}, headers=h
+        )
+        assert named.status_code == 200, named.text
+        assert named.json()["name"] == "Counting"
+        assert "one" in openai.requests[-1].json["messages"][-1]["content"]
         nameless = await client.post(f"/v1/conversations/{c2}/name", json={"user": "ann"},
                                      headers=h)  # fmt: skip
         assert_error(nameless, 400, "invalid_param")

@@ -87,14 +87,14 @@ async def app_parameters(db: AsyncSession, app: App, settings: Settings) -> dict
         except WorkflowNotPublished:
             raise unavailable from None
         return parameters(workflow.features or {}, old_input_form(workflow.graph or {}), settings)
-    config = await _model_config(db, app)
+    config = await model_config_of(db, app)
     if config is None:
         raise unavailable
     document = config.config or {}
     return parameters(document, list(document.get("user_input_form") or []), settings)
 
 
-async def _model_config(db: AsyncSession, app: App) -> AppModelConfig | None:
+async def model_config_of(db: AsyncSession, app: App) -> AppModelConfig | None:
     if app.app_model_config_id is None:
         return None
     query = select(AppModelConfig).where(

@@ -6,7 +6,6 @@ newest first then returned oldest first), with `has_more` saying whether another
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -15,10 +14,13 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Select, Text, and_, cast, func, literal, or_, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tusk.apps import naming
+from tusk.apps.app_parameters import model_config_of
 from tusk.apps.chatflow_app import NotChatApp
 from tusk.apps.conversations import Speaker, find_conversation
+from tusk.apps.easy_config import read_config
 from tusk.db.models import (
     Account,
     App,
@@ -30,7 +32,8 @@ from tusk.db.models import (
     WorkflowRun,
 )
 from tusk.db.paging import Page
-from tusk.errors import InvalidParam, NotFound
+from tusk.errors import InvalidParam, NotFound, TuskError
+from tusk.models.runtime import ModelRuntime
 from tusk.workflow import store
 
 T = TypeVar("T")
@@ -132,6 +135,28 @@ async def rename_conversation(
     conversation.updated_at = datetime.now(UTC)
     await db.flush()
     return conversation
+
+
+async def auto_rename(
+    sessions: async_sessionmaker[AsyncSession],
+    models: ModelRuntime,
+    app: App,
+    speaker: Speaker,
+    conversation_id: Any,
+) -> Conversation:
+    """Name the conversation by a model from its first query; the model call runs outside any
+    transaction, and a failed one keeps the old name, as in Dify."""
+    async with sessions.begin() as db:
+        conversation = await chat_conversation(db, app, speaker, conversation_id)
+        query = await first_query(db, conversation)
+        config = await model_config_of(db, app) if app.mode != "advanced-chat" else None
+    easy = read_config(config.config) if config is not None else None
+    try:
+        name = await naming.name_for(models, app, query, config=easy)
+    except TuskError:
+        return conversation
+    async with sessions.begin() as db:
+        return await rename_conversation(db, app, speaker, conversation_id, name)
 
 
 async def first_query(db: AsyncSession, conversation: Conversation) -> str:
@@ -311,13 +336,6 @@ async def update_variable(
     conversation.updated_at = datetime.now(UTC)
     await db.flush()
     return _variable(conversation, declared)
-
-
-def shown_value(value: Any) -> str | None:
-    """Dify returns a variable's value as a string; JSON for anything that is not one."""
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
 
 
 # --- logs: workflow runs, and the console's view of conversations -------------------------------

@@ -4,6 +4,7 @@ and file upload and preview."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -16,21 +17,17 @@ from pydantic import BaseModel
 from tusk.api import serialize
 from tusk.api.deps import AppCallerDep, ServicesDep
 from tusk.api.routes.console_files import read_file, single_file
-from tusk.apps import app_parameters, feedback, records
+from tusk.apps import app_parameters, feedback, records, suggestions
 from tusk.apps.conversations import Speaker
 from tusk.apps.end_users import end_user, user_param
 from tusk.db.models import Conversation, EndUser, Message, MessageFeedback, UploadFile
-from tusk.errors import InvalidParam, TuskError
+from tusk.errors import InvalidParam
 from tusk.services import Services
 from tusk.storage import ObjectNotFound
 from tusk.uploads import Uploader, UploadNotFound, find_upload, save_upload
 
 router = APIRouter(prefix="/v1", tags=["service"])
 ts = serialize.ts
-
-
-class FeatureNotReady(TuskError):
-    code, status = "feature_not_ready", 400
 
 
 async def _speaker(services: Services, caller: AppCallerDep, user: object, **kw: bool) -> Speaker:
@@ -73,12 +70,19 @@ def message_json(row: Message, rating: str | None) -> dict[str, Any]:
     }
 
 
+def shown_value(value: Any) -> str | None:
+    """Dify returns a variable's value as a string; JSON for anything that is not one."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
 def variable_json(row: records.ConversationVariable) -> dict[str, Any]:
     return {
         "id": row.id,
         "name": row.name,
         "value_type": row.value_type,
-        "value": records.shown_value(row.value),
+        "value": shown_value(row.value),
         "description": row.description,
         "created_at": ts(row.created_at),
         "updated_at": ts(row.updated_at),
@@ -178,12 +182,11 @@ async def rename_conversation(
     conversation_id: str, body: RenameBody, caller: AppCallerDep, services: ServicesDep
 ) -> dict[str, Any]:
     speaker = await _speaker(services, caller, body.user, required=False)
+    if body.auto_generate:
+        app, models = caller.app, services.models
+        row = await records.auto_rename(services.sessions, models, app, speaker, conversation_id)
+        return conversation_json(row)
     async with services.transaction() as db:
-        if body.auto_generate:
-            await records.chat_conversation(db, caller.app, speaker, conversation_id)
-            raise FeatureNotReady(
-                "Automatic conversation names are not available yet: send a name instead."
-            )
         row = await records.rename_conversation(db, caller.app, speaker, conversation_id, body.name)
         return conversation_json(row)
 
@@ -292,10 +295,6 @@ async def app_feedbacks(
     return {"data": [feedback_json(row) for row in rows]}
 
 
-class SuggestionsDisabled(TuskError):
-    code, status = "app_suggested_questions_after_answer_disabled", 403
-
-
 @router.get("/messages/{message_id}/suggested")
 async def suggested_questions(
     message_id: str, caller: AppCallerDep, services: ServicesDep, user: str | None = None
@@ -303,11 +302,11 @@ async def suggested_questions(
     speaker = await _speaker(services, caller, user)
     records.require_chat_app(caller.app)
     async with services.transaction() as db:
-        await records.message_of(db, caller.app, speaker, message_id)
-        params = await app_parameters.app_parameters(db, caller.app, services.settings)
-    if not (params["suggested_questions_after_answer"] or {}).get("enabled"):
-        raise SuggestionsDisabled("Function Suggested questions after answer disabled.")
-    raise FeatureNotReady("Suggested questions after an answer are not available yet.")
+        message = await records.message_of(db, caller.app, speaker, message_id)
+    questions = await suggestions.suggested_questions(
+        services.sessions, services.models, caller.app, message
+    )
+    return {"result": "success", "data": questions}
 
 
 # --- app metadata --------------------------------------------------------------------------------
