@@ -255,6 +255,13 @@ class Settings(BaseSettings):
     max_variable_size: int = Field(
         204800, ge=1024, **_env("MAX_VARIABLE_SIZE", expected="bytes per workflow value")
     )
+    mcp_stdio_enabled: bool = Field(
+        False,
+        **_env(
+            "TUSK_MCP_STDIO_ENABLED",
+            expected="true to let owners and admins add MCP servers run as local commands",
+        ),
+    )
     ssrf_allowed_hosts: str = Field(
         "",
         **_env(

@@ -18,7 +18,6 @@ from tests.integration.test_tools_sources import Api, free_port, mcp_server
 from tests.support.api import SECRET, assert_error, bearer, make_settings, setup_and_login
 from tests.support.workflow import chain, node
 from tusk.api.app import create_app
-from tusk.api.routes import console_tools
 from tusk.runtime import Runtime
 from tusk.services import Services
 from tusk.tools import ToolContext, call
@@ -30,11 +29,9 @@ BASE = "/console/api/workspaces/current"
 
 @asynccontextmanager
 async def console(conninfo: str) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
-    """The API with the tools router (as app.py will include it)."""
+    """The API, allowed to reach the loopback servers of these tests."""
     settings = make_settings(ssrf_allowed_hosts="127.0.0.1")
     app = create_app(Runtime(settings, conninfo, SECRET, embedded=False))
-    if not any(getattr(r, "path", "").startswith(BASE + "/tool-provider") for r in app.routes):
-        app.include_router(console_tools.router)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tusk") as client:

@@ -18,7 +18,6 @@ from tusk.workflow.dsl import (
     version_status,
     write_dsl,
 )
-from tusk.workflow.nodes import NOT_SUPPORTED
 from tusk.workflow.providers import (
     full_provider_id,
     graph_model_refs,
@@ -99,8 +98,10 @@ def test_every_unrunnable_node_is_named_with_its_title(path: Path) -> None:
         assert issue.title == (nodes[issue.node_id].get("title") or issue.type)
         assert issue.reason
         assert f"node {issue.node_id} ({issue.title}" in "\n".join(app.warnings)
-    tool_ids = {node_id for node_id, data in nodes.items() if data["type"] == "tool"}
-    assert tool_ids <= {issue.node_id for issue in app.unsupported}
+    for issue in app.unsupported:
+        if issue.type == "tool":  # a tool node is reported for its provider, named
+            provider = str(nodes[issue.node_id].get("provider_id") or "")
+            assert provider in issue.reason or "provider" in issue.reason
 
 
 # --- a workflow with a tool node, secrets and plugins ------------------------------------------
@@ -111,13 +112,12 @@ def test_a_tool_node_is_reported_and_the_import_succeeds() -> None:
     assert app.status == "completed"
     assert app.version_warning is None
     tool = next(i for i in app.unsupported if i.type == "tool")
-    assert (tool.node_id, tool.title, tool.reason) == (
-        "search",
-        "Web search",
-        NOT_SUPPORTED["tool"],
-    )
+    assert (tool.node_id, tool.title) == ("search", "Web search")
+    assert "'langgenius/tavily/tavily' (tool 'tavily_search') has no Tusk equivalent" in tool.reason
     assert tool.as_json()["node_id"] == "search"
-    assert "node search (Web search, tool) cannot run: tool nodes" in "\n".join(app.warnings)
+    assert "node search (Web search, tool) cannot run: the built-in tool provider" in "\n".join(
+        app.warnings
+    )
 
 
 def test_app_fields_are_read() -> None:
@@ -441,15 +441,18 @@ def test_the_report_lists_files_node_types_and_unrunnable_nodes(tmp_path: Path) 
     assert corpus.main([str(tmp_path), "-o", str(out)]) == 0
     report = out.read_text(encoding="utf-8")
     assert "python -m tusk.workflow.corpus" in report
-    assert "| `tool` | 1 | 1 | no: tool nodes are not supported yet |" in report
+    assert "| `tool` | 1 | 1 | yes |" in report  # the type runs; this node's provider does not
     assert "| `agent` | 1 | 1 | no: agent nodes are not supported yet |" in report
-    assert "| `start` | 4 | 4 | yes |" in report
+    assert "| `start` | 6 | 6 | yes |" in report
     assert "| `broken.yml` |  |  | failed: the file must be a YAML mapping" in report
     assert "notes.md" not in report
-    assert "- node `search` (Web search, `tool`): tool nodes are not supported yet" in report
+    assert (
+        "- node `search` (Web search, `tool`): the built-in tool provider 'langgenius/tavily"
+        in report
+    )
     row = next(line for line in report.splitlines() if "`tusk-chat.yml`" in line)
     assert "| chat | 0.1.0 | completed-with-warnings | (no graph) | none | same |" in row
-    assert "6 files: 1 completed, 4 completed-with-warnings, 1 failed." in report
+    assert "9 files: 4 completed, 4 completed-with-warnings, 1 failed." in report
 
 
 def test_round_trip_differences_are_named() -> None:

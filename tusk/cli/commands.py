@@ -28,6 +28,7 @@ from tusk.rag import transfer
 from tusk.runtime import Runtime, secret_key_file
 from tusk.services import open_services
 from tusk.storage import create_storage
+from tusk.tools import store as tool_store
 from tusk.workflow import store as workflow_store
 from tusk.workflow.store import env_key
 
@@ -55,6 +56,7 @@ async def rotate_secret(runtime: Runtime, old: str, new: str) -> int:
     async with engine_scope(runtime.conninfo) as engine, session_factory(engine).begin() as db:
         count = await credentials.rotate(db, old, new)
         count += await workflow_store.rotate_secrets(db, old, new)
+        count += await tool_store.rotate(db, old, new)
     key_file = secret_key_file(runtime.settings.data_dir)
     if runtime.settings.secret_key is None and key_file.exists():
         replace_secret_key_file(key_file, new)

@@ -32,6 +32,7 @@ from mcp.types import (
     TextResourceContents,
 )
 
+from tusk.config import Settings
 from tusk.errors import TuskError
 from tusk.net.ssrf import AllowList
 from tusk.tools.base import Tool, ToolContext, ToolError, ToolProvider, ToolResult
@@ -40,7 +41,6 @@ from tusk.tools.mcp_net import guarded_client
 
 Transport = Literal["streamable_http", "sse", "stdio"]
 MAX_PAGES = 20
-STDIO_SETTING = "mcp_stdio_enabled"  # TUSK_MCP_STDIO_ENABLED
 
 
 class McpUnavailable(ToolError):
@@ -80,8 +80,8 @@ class McpToolSpec:
         return cls(str(raw["name"]), str(raw.get("description") or ""), dict(schema))
 
 
-def stdio_allowed(settings: object) -> bool:
-    return bool(getattr(settings, STDIO_SETTING, False))
+def stdio_allowed(settings: Settings) -> bool:
+    return settings.mcp_stdio_enabled
 
 
 def _transport(server: McpServer, allow: AllowList) -> AbstractAsyncContextManager[Any]:
