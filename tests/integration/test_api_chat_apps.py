@@ -8,13 +8,13 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from tests.support.api import SECRET, api_client, assert_error, bearer, make_settings
 from tests.support.api import setup_and_login as login_admin
@@ -22,7 +22,10 @@ from tests.support.knowledge import run_queued_jobs, services_on
 from tusk.api.app import create_app
 from tusk.apps.easy_config import EasyConfig
 from tusk.apps.prompting import PromptInput, build_prompt
+from tusk.apps.suggestions import SuggestionsDisabled, suggested_questions
 from tusk.db.engine import engine_scope
+from tusk.db.models import App
+from tusk.db.models import Message as DbMessage
 from tusk.models.types import Message
 from tusk.rag import datasets, documents
 from tusk.runtime import Runtime
@@ -102,7 +105,7 @@ async def test_chat_turns_blocking_then_streaming(fresh_database: str, openai: F
     config = document(pre_prompt="You help {{name}}.", user_input_form=[NAME_FIELD])
     async with api_client(fresh_database, **env(openai)) as client:
         token = await login_admin(client)
-        _, key = await configured_app(client, token, "chat", config)
+        app_id, key = await configured_app(client, token, "chat", config)
         openai.reply("Hello Ann")
         first = await client.post(
             "/v1/chat-messages",
@@ -122,6 +125,11 @@ async def test_chat_turns_blocking_then_streaming(fresh_database: str, openai: F
         assert sent_messages(openai) == [("system", "You help Ann."), ("user", "hi")]
         assert openai.requests[-1].json["temperature"] == 0.2
 
+        # A new config applies to new conversations; this one keeps the config it started with.
+        newer = {**config, "pre_prompt": "You serve {{name}}."}
+        await client.post(
+            f"/console/api/apps/{app_id}/model-config", json=newer, headers=bearer(token)
+        )
         openai.reply("Still here", chunks=["Still", " here"])
         second = await client.post(
             "/v1/chat-messages",
@@ -159,6 +167,8 @@ async def test_chat_turns_blocking_then_streaming(fresh_database: str, openai: F
         fresh_database, "SELECT mode, dialogue_count, name FROM conversations"
     )
     assert conversations == [("chat", 2, "New conversation")]
+    versions = await rows(fresh_database, "SELECT count(*) FROM app_model_configs")
+    assert versions == [(2,)]
 
 
 async def test_completion_app_and_wrong_routes(fresh_database: str, openai: FakeOpenAI) -> None:
@@ -359,6 +369,39 @@ async def test_a_new_conversation_is_named_in_the_background(
         assert "hello!" in naming_prompt
 
 
+async def test_suggested_questions_after_an_answer(fresh_database: str, openai: FakeOpenAI) -> None:
+    openai.clear()
+    async with api_client(fresh_database, **env(openai)) as client:
+        token = await login_admin(client)
+        enabled = document(suggested_questions_after_answer={"enabled": True})
+        on_id, on_key = await configured_app(client, token, "chat", enabled)
+        off_id, off_key = await configured_app(client, token, "chat", document())
+        for key in (on_key, off_key):
+            openai.reply("Bees dance.")
+            await client.post(
+                "/v1/chat-messages",
+                json={"query": "How do bees talk?", "user": "u", "auto_generate_name": False},
+                headers=bearer(key),
+            )
+    async with services_on(fresh_database, **env(openai)) as services:
+        async with services.transaction() as db:
+            on_app, off_app = await db.get(App, on_id), await db.get(App, off_id)
+            found = (await db.execute(select(DbMessage).order_by(DbMessage.created_at))).scalars()
+            on_message, off_message = list(found)
+        assert on_app is not None
+        assert off_app is not None
+        openai.reply('Here: ["Why dance?", "Which flowers?", "Who leads?", "More?"]')
+        questions = await suggested_questions(
+            services.sessions, services.models, on_app, on_message
+        )
+        assert questions == ["Why dance?", "Which flowers?", "Who leads?"]
+        prompt = openai.requests[-1].json["messages"][0]["content"]
+        assert "How do bees talk?" in prompt
+        assert "Bees dance." in prompt
+        with pytest.raises(SuggestionsDisabled):
+            await suggested_questions(services.sessions, services.models, off_app, off_message)
+
+
 # --- errors --------------------------------------------------------------------------------
 
 
@@ -541,9 +584,9 @@ async def test_a_client_that_disconnects_stops_the_generation(
         _, key = await configured_app(client, token, "completion", document(pre_prompt="Go."))
         openai.reply("".join(SLOW), chunks=SLOW, delay=0.2)
         body = {"inputs": {}, "user": "u", "response_mode": "streaming"}
-        async for chunk in stream_events(one, "/v1/completion-messages", body, key):
-            assert chunk["event"] == "message"
-            break
+        async with aclosing(stream_events(one, "/v1/completion-messages", body, key)) as stream:
+            first = await anext(stream)  # then the client goes away
+        assert first["event"] == "message"
         await eventually_rows(
             fresh_database, "SELECT status FROM messages", [("stopped",)], timeout=3
         )
