@@ -4,6 +4,7 @@ writes the draft back out, secrets blanked unless asked for."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
 from dataclasses import dataclass, field
@@ -27,6 +28,10 @@ from tusk.workflow.dsl import (
     read_dsl,
     write_dsl,
 )
+from tusk.workflow.graph import GraphError
+from tusk.workflow.plan import Mode, build_plan
+from tusk.workflow.store import describe
+from tusk.workflow.validate import validate
 
 PENDING_TTL = 600.0  # seconds a pending import waits for its confirmation
 
@@ -58,6 +63,22 @@ def _pending_key(workspace_id: uuid.UUID, import_id: str) -> str:
     return f"dsl-import:{workspace_id}:{import_id}"
 
 
+def warnings_of(imported: ImportedApp) -> list[str]:
+    """The reader's warnings, and what would keep the workflow from being published."""
+    found = list(imported.warnings)
+    if imported.workflow is not None:
+        with contextlib.suppress(GraphError):
+            mode: Mode = "workflow" if imported.mode == "workflow" else "chat"
+            plan = build_plan(imported.workflow.graph, mode)
+            reported = {issue.node_id for issue in imported.unsupported}
+            found += [
+                f"cannot be published as it is: {describe([problem])}"
+                for problem in validate(plan)
+                if problem.node_id not in reported
+            ]
+    return found
+
+
 async def import_dsl(
     db: AsyncSession,
     who: Importer,
@@ -79,7 +100,7 @@ async def import_dsl(
             "pending",
             app_mode=imported.mode,
             imported_dsl_version=imported.imported_version,
-            warnings=imported.warnings,
+            warnings=warnings_of(imported),
         )
     app = await create_from(db, who, imported, name=name, description=description)
     return ImportResult(
@@ -88,7 +109,7 @@ async def import_dsl(
         app_id=str(app.id),
         app_mode=app.mode,
         imported_dsl_version=imported.imported_version,
-        warnings=imported.warnings,
+        warnings=warnings_of(imported),
     )
 
 
@@ -106,7 +127,7 @@ async def confirm_import(db: AsyncSession, who: Importer, import_id: str) -> Imp
         app_id=str(app.id),
         app_mode=app.mode,
         imported_dsl_version=imported.imported_version,
-        warnings=imported.warnings,
+        warnings=warnings_of(imported),
     )
 
 
