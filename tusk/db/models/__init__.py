@@ -1,5 +1,6 @@
 """The models of every table Tusk owns; the job queue's tables belong to procrastinate."""
 
+from tusk.db.models import annotations as annotations  # registers the annotation tables
 from tusk.db.models import tools as tools  # registers the tool tables with Base
 from tusk.db.models.accounts import ROLES, Account, ApiKey, Membership, Setup, Workspace
 from tusk.db.models.apps import App, AppModelConfig, Conversation, EndUser, Message
