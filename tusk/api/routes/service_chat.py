@@ -14,6 +14,7 @@ from tusk.api.sse import sse_response
 from tusk.apps import chatflow_app, easy_app
 from tusk.apps.conversations import Speaker, query_param
 from tusk.apps.end_users import end_user, user_param
+from tusk.apps.limits import concurrency_limited
 from tusk.apps.tasks import TaskRegistry
 from tusk.db.models import App
 from tusk.errors import InvalidParam
@@ -58,6 +59,7 @@ async def _speaker(services: Services, app: App, user: str) -> Speaker:
 
 
 @router.post("/chat-messages")
+@concurrency_limited
 async def chat_messages(
     body: ChatBody, caller: AppCallerDep, services: ServicesDep, request: Request
 ) -> Any:
@@ -104,6 +106,7 @@ class CompletionBody(BaseModel):
 
 
 @router.post("/completion-messages")
+@concurrency_limited
 async def completion_messages(
     body: CompletionBody, caller: AppCallerDep, services: ServicesDep, request: Request
 ) -> Any:

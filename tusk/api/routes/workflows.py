@@ -17,6 +17,7 @@ from tusk.api.sse import sse_response
 from tusk.apps import store as app_store
 from tusk.apps import workflow_app
 from tusk.apps.end_users import end_user, user_param
+from tusk.apps.limits import concurrency_limited
 from tusk.apps.workflow_app import Caller
 from tusk.db.models import App
 from tusk.workflow import store
@@ -56,6 +57,7 @@ async def _reply(handle: RunHandle, mode: str | None) -> Any:
 # --- Service API -----------------------------------------------------------------------------
 
 
+@concurrency_limited
 async def _service_run(
     body: RunBody, caller: AppCallerDep, services: ServicesDep, request: Request,
     version: uuid.UUID | None = None,
