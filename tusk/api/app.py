@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tusk import __version__
 from tusk.api.errors import install_error_handlers
 from tusk.api.middleware import BodySizeLimit, Limit
+from tusk.api.routes import annotations as annotation_routes
 from tusk.api.routes import (
     console_app_config,
     console_apps,
@@ -122,6 +123,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         console_logs,
         service_api,
         service_records,
+        annotation_routes,
     )
     for module in routers:
         app.include_router(module.router)
