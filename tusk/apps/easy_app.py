@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tusk.apps import annotations as annotation_reply
 from tusk.apps import naming
 from tusk.apps.chat_wire import ChatIds, blocking_body, error_chunk, message_chunk, message_end
 from tusk.apps.conversations import (
@@ -183,6 +184,7 @@ class Generation:
         self.answer = ""  # as the user sees it (a moderated answer is replaced)
         self.reply = Reply("")
         self.resources: list[dict[str, Any]] = []
+        self.annotation_reply: dict[str, Any] | None = None  # Dify's, when an annotation answered
         self.usage: dict[str, Any] = usage_of(deps.models, self.reply)
         self.stopped = False
         self.started = time.perf_counter()
@@ -220,6 +222,14 @@ class Generation:
         if preset is not None:
             self.answer = preset
             self._put(message_chunk(self.ids, preset))
+            await self._end("normal")
+            return
+        reply = await annotation_reply.reply_from_annotations(
+            self.deps.sessions, self.deps.models, setup.app, setup.message, setup.query
+        )
+        if reply is not None:
+            self.answer, self.annotation_reply = reply.answer, reply.metadata
+            self._put(message_chunk(self.ids, reply.answer))
             await self._end("normal")
             return
         knowledge = await self._knowledge()
@@ -292,7 +302,8 @@ class Generation:
     # --- endings -------------------------------------------------------------------------
 
     def metadata(self) -> dict[str, Any]:
-        return {"usage": self.usage, "retriever_resources": self.resources}
+        reply = {"annotation_reply": self.annotation_reply} if self.annotation_reply else {}
+        return {**reply, "usage": self.usage, "retriever_resources": self.resources}
 
     def _outcome(self, status: str, error: str | None = None) -> Outcome:
         latency = time.perf_counter() - self.started
