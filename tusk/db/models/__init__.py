@@ -1,5 +1,6 @@
 """The models of every table Tusk owns; the job queue's tables belong to procrastinate."""
 
+from tusk.db.models import agent as agent  # registers the agent tables with Base
 from tusk.db.models import annotations as annotations  # registers the annotation tables
 from tusk.db.models import tools as tools  # registers the tool tables with Base
 from tusk.db.models.accounts import ROLES, Account, ApiKey, Membership, Setup, Workspace
