@@ -26,6 +26,7 @@ from tusk.api.routes import (
     console_models,
     console_tools,
     knowledge,
+    openai_compat,
     service_api,
     service_chat,
     service_records,
@@ -123,6 +124,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         console_logs,
         service_api,
         service_records,
+        openai_compat,
         annotation_routes,
     )
     for module in routers:

@@ -47,6 +47,12 @@ def effective_limit(app_limit: int | None, deployment_limit: int) -> int:
     return min(limits) if limits else 0
 
 
+def limit_for(app: App, settings: Any) -> int:
+    """The app's limit under the deployment's `APP_MAX_ACTIVE_REQUESTS` (0 when unset)."""
+    deployment = int(getattr(settings, "app_max_active_requests", 0) or 0)
+    return effective_limit(app.max_active_requests, deployment)
+
+
 def too_many(app: App, limit: int) -> TooManyRequests:
     return TooManyRequests(
         "Too many requests. Please try again later. The current maximum concurrent requests "
@@ -134,8 +140,7 @@ def concurrency_limited(handler: Callable[P, Awaitable[Any]]) -> Callable[P, Awa
     async def limited(*args: P.args, **kwargs: P.kwargs) -> Any:
         bound = signature.bind(*args, **kwargs).arguments
         app, services = bound["caller"].app, bound["services"]
-        deployment = int(getattr(services.settings, "app_max_active_requests", 0) or 0)
-        limit = effective_limit(app.max_active_requests, deployment)
+        limit = limit_for(app, services.settings)
         return await run_limited(services.sessions, app, limit, lambda: handler(*args, **kwargs))
 
     return limited
