@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from tusk.api.deps import AppCallerDep, ServicesDep
 from tusk.api.routes.workflows import get_runner
 from tusk.api.sse import sse_response
-from tusk.apps import chatflow_app, easy_app
+from tusk.apps import agent_app, chatflow_app, easy_app
 from tusk.apps.conversations import Speaker, query_param
 from tusk.apps.end_users import end_user, user_param
 from tusk.apps.limits import concurrency_limited
@@ -79,6 +79,17 @@ async def chat_messages(
         )
         generation = await easy_app.start_generation(easy_deps(services, request), app, chat)
         return await respond(generation, body.response_mode)
+    if app.mode == "agent-chat":
+        deps = agent_app.AgentDeps(
+            services.sessions, services.models, get_tasks(request), get_runner(request)
+        )
+        ask = agent_app.AgentRequest(
+            query, body.inputs, speaker, body.conversation_id or None, body.auto_generate_name
+        )
+        agent_turn = await agent_app.start_turn(deps, app, ask)
+        if body.response_mode == "streaming":
+            return sse_response(agent_turn.chunks())
+        return await agent_turn.blocking()
     turn = chatflow_app.ChatRequest(
         query=query,
         inputs=body.inputs,
