@@ -442,7 +442,8 @@ def test_the_report_lists_files_node_types_and_unrunnable_nodes(tmp_path: Path) 
     report = out.read_text(encoding="utf-8")
     assert "python -m tusk.workflow.corpus" in report
     assert "| `tool` | 1 | 1 | yes |" in report  # the type runs; this node's provider does not
-    assert "| `agent` | 1 | 1 | no: agent nodes are not supported yet |" in report
+    assert "| `agent` | 1 | 1 | yes |" in report  # the type runs; this node's strategy does not
+    assert "the agent strategy '信息收集' of 'svcvit/agent/agent' is not available" in report
     assert "| `start` | 6 | 6 | yes |" in report
     assert "| `broken.yml` |  |  | failed: the file must be a YAML mapping" in report
     assert "notes.md" not in report

@@ -13,7 +13,6 @@ log = logging.getLogger(__name__)
 
 # Dify node types Tusk knows but does not run (yet), and why.
 NOT_SUPPORTED = {
-    "agent": "agent nodes are not supported yet",
     "human-input": "human input nodes are not supported",
     "datasource": "knowledge pipelines are not supported",
     "knowledge-index": "knowledge pipelines are not supported",
