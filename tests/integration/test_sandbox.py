@@ -110,8 +110,10 @@ def stray_processes(sandbox: Sandbox) -> list[int]:
     the pool holds now (so: left over by a run that has returned)."""
     candidates = {child.pid for child in psutil.Process().children(recursive=True)}
     if sandbox.run_as is not None:
-        for proc in psutil.process_iter(["uids"]):
-            if proc.info["uids"] and proc.info["uids"].real == sandbox.run_as.uid:
+        for proc in psutil.process_iter(["uids", "status"]):
+            # A zombie is over: it only waits for an init that reaps (not every container's)
+            alive = proc.info["status"] != psutil.STATUS_ZOMBIE
+            if alive and proc.info["uids"] and proc.info["uids"].real == sandbox.run_as.uid:
                 candidates.add(proc.pid)
     return sorted(candidates - tree(sandbox.worker_pids()))
 

@@ -553,10 +553,10 @@ async def test_conversation_variables_are_assigned() -> None:
 
 
 async def test_a_missing_node_type_fails_clearly_at_that_node() -> None:
-    nodes = [START, node("t", "tool", title="Search"), end()]
+    nodes = [START, node("t", "human-input", title="Ask"), end()]
     outcome = await run_graph(nodes, chain("start", "t", "end"), {"x": 1})
     assert outcome.state.status == "failed"
-    assert outcome.state.error == "Search: tool nodes are not supported yet"
+    assert outcome.state.error == "Ask: human input nodes are not supported"
 
 
 async def test_stop_halts_the_run() -> None:
