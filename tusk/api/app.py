@@ -26,6 +26,7 @@ from tusk.api.routes import (
     console_models,
     console_tools,
     knowledge,
+    mcp_server,
     openai_compat,
     service_api,
     service_chat,
@@ -126,6 +127,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         service_records,
         openai_compat,
         annotation_routes,
+        mcp_server,
     )
     for module in routers:
         app.include_router(module.router)
