@@ -125,6 +125,13 @@ async def test_an_agent_turn_streams_thoughts_and_answer(
         )  # fmt: skip
         remembered = [m["content"] for m in openai.requests[-1].json["messages"]]
         assert remembered[1:] == ["Which year?", "It is the year on the clock.", "What did I ask?"]
+        history = await client.get(
+            "/v1/messages",
+            params={"conversation_id": chunks[0]["conversation_id"], "user": "ann"},
+            headers=bearer(key),
+        )
+        shown = history.json()["data"][0]["agent_thoughts"]
+        assert [(t["position"], t["tool"]) for t in shown] == [(1, "current_time"), (2, "")]
 
     stored = await rows(
         fresh_database,

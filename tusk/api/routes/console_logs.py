@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from tusk.agent.records import agent_thoughts
 from tusk.api.deps import ConsoleUserDep, ServicesDep
 from tusk.api.routes.service_records import iso_time, log_page, run_log_json, scroll_json
 from tusk.api.serialize import ts
@@ -91,7 +92,9 @@ def console_feedback_json(row: MessageFeedback) -> dict[str, Any]:
     }
 
 
-def message_detail_json(row: Message, feedbacks: list[MessageFeedback]) -> dict[str, Any]:
+def message_detail_json(
+    row: Message, feedbacks: list[MessageFeedback], thoughts: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "id": str(row.id),
         "conversation_id": str(row.conversation_id),
@@ -114,7 +117,7 @@ def message_detail_json(row: Message, feedbacks: list[MessageFeedback]) -> dict[
         "annotation": None,
         "annotation_hit_history": None,
         "created_at": ts(row.created_at),
-        "agent_thoughts": [],
+        "agent_thoughts": thoughts,
         "message_files": [],
         "metadata": row.message_metadata,
         "status": row.status,
@@ -182,8 +185,13 @@ async def chat_messages(
     async with services.transaction() as db:
         conversation = await records.any_conversation(db, app, conversation_id)
         page = await records.list_messages(db, app, conversation, first_id=first_id, limit=limit)
-        given = await feedback.feedbacks_of(db, app, [m.id for m in page.items])
-    return scroll_json(page, [message_detail_json(m, given.get(m.id, [])) for m in page.items])
+        ids = [m.id for m in page.items]
+        given = await feedback.feedbacks_of(db, app, ids)
+        thoughts = await agent_thoughts(db, app.workspace_id, ids)
+    shown = [
+        message_detail_json(m, given.get(m.id, []), thoughts.get(m.id, [])) for m in page.items
+    ]
+    return scroll_json(page, shown)
 
 
 @router.get("/workflow-app-logs")

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from tusk.agent.records import agent_thoughts
 from tusk.api import serialize
 from tusk.api.deps import AppCallerDep, ServicesDep
 from tusk.api.routes.console_files import read_file, single_file
@@ -51,7 +52,9 @@ def conversation_json(row: Conversation) -> dict[str, Any]:
     }
 
 
-def message_json(row: Message, rating: str | None) -> dict[str, Any]:
+def message_json(
+    row: Message, rating: str | None, thoughts: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {
         "id": str(row.id),
         "conversation_id": str(row.conversation_id),
@@ -62,7 +65,7 @@ def message_json(row: Message, rating: str | None) -> dict[str, Any]:
         "feedback": {"rating": rating} if rating else None,
         "retriever_resources": records.retriever_resources(row),
         "created_at": ts(row.created_at),
-        "agent_thoughts": [],
+        "agent_thoughts": thoughts or [],
         "message_files": [],
         "status": row.status,
         "error": row.error,
@@ -262,8 +265,11 @@ async def list_messages(
     async with services.transaction() as db:
         row = await records.chat_conversation(db, caller.app, speaker, conversation_id)
         page = await records.list_messages(db, caller.app, row, first_id=first_id, limit=limit)
-        rated = await feedback.ratings(db, [m.id for m in page.items])
-    return scroll_json(page, [message_json(m, rated.get(m.id)) for m in page.items])
+        ids = [m.id for m in page.items]
+        rated = await feedback.ratings(db, ids)
+        thoughts = await agent_thoughts(db, caller.workspace_id, ids)
+    shown = [message_json(m, rated.get(m.id), thoughts.get(m.id)) for m in page.items]
+    return scroll_json(page, shown)
 
 
 class FeedbackBody(BaseModel):
