@@ -1,7 +1,8 @@
 """Run every benchmark; print the report and write it to bench/results/latest.md.
 
 .venv/bin/python -m bench [--runs N] [--ops N] [--workers N] [--calls N] [--passages N]
-                          [--quick] [--only startup|primitives|models|sandbox|knowledge]
+                          [--quick]
+                          [--only startup|primitives|models|sandbox|knowledge|workflow]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from bench.common import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("startup", "primitives", "models", "sandbox", "knowledge")
+BENCHMARKS = ("startup", "primitives", "models", "sandbox", "knowledge", "workflow")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smaller knowledge benchmark (fewer pages, chunks and queries)",
+        help="a smaller knowledge benchmark (fewer pages, chunks and queries); "
+        "a quarter of the workflow benchmark's runs and requests",
     )
     parser.add_argument(
         "--only", action="append", choices=BENCHMARKS, help="run only this one (repeatable)"
@@ -118,6 +120,14 @@ def _run(selected: Sequence[str], args: argparse.Namespace) -> tuple[list[str], 
         from bench import knowledge
 
         text, found = knowledge.report(knowledge.measure(knowledge.options(args)))
+        sections.append(text)
+        failures += found
+    if "workflow" in selected:
+        from bench import workflow
+
+        runs, calls = workflow.DEFAULT_RUNS, max(args.calls, workflow.DEFAULT_CALLS)
+        runs, calls = workflow.quick(runs, calls) if args.quick else (runs, calls)
+        text, found = workflow.report(workflow.measure(runs, calls), runs, calls)
         sections.append(text)
         failures += found
     return sections, failures
