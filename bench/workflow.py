@@ -357,7 +357,7 @@ async def alternated(target: Target, runs: int, warmup: int = WARMUP) -> dict[st
 
 
 def bench_settings() -> Settings:
-    return Settings(  # type: ignore[call-arg]
+    return Settings(
         _env_file=None,
         secret_key=SECRET,
         sandbox_pool_size=0,  # no code nodes here
