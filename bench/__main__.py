@@ -2,7 +2,7 @@
 
 .venv/bin/python -m bench [--runs N] [--ops N] [--workers N] [--calls N] [--passages N]
                           [--quick]
-                          [--only startup|primitives|models|sandbox|knowledge|workflow]
+                          [--only startup|primitives|models|sandbox|knowledge|workflow|apps]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from bench.common import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("startup", "primitives", "models", "sandbox", "knowledge", "workflow")
+BENCHMARKS = ("startup", "primitives", "models", "sandbox", "knowledge", "workflow", "apps")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,6 +128,12 @@ def _run(selected: Sequence[str], args: argparse.Namespace) -> tuple[list[str], 
         runs, calls = workflow.DEFAULT_RUNS, max(args.calls, workflow.DEFAULT_CALLS)
         runs, calls = workflow.quick(runs, calls) if args.quick else (runs, calls)
         text, found = workflow.report(workflow.measure(runs, calls), runs, calls)
+        sections.append(text)
+        failures += found
+    if "apps" in selected:
+        from bench import apps
+
+        text, found = apps.report(apps.measure(args.calls), args.calls)
         sections.append(text)
         failures += found
     return sections, failures

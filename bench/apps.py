@@ -1,0 +1,454 @@
+"""Apps over the Service API: the time to first token that `POST /v1/chat-messages` adds to the
+model's own (streaming), and messages per second (blocking), for a chat app and a chatflow app,
+at 1, 16 and 64 concurrent clients. The baseline is the same call sent straight to the model
+test server in the same run, interleaved with Tusk's rounds.
+
+    .venv/bin/python -m bench.apps [--calls N]
+
+A real `tusk api` process (uvicorn) on loopback, on an embedded PostgreSQL; the model test
+server (fixed time to first token, chunks at a fixed rate) in a child process of its own
+(`python -m bench.models serve`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.common import (
+    BenchError,
+    Stats,
+    log_tail,
+    machine_description,
+    markdown_fields,
+    markdown_table,
+    mib,
+    positive_int,
+    ratio,
+    scratch_dir,
+)
+from bench.models import (
+    API_KEY,
+    CHUNKS,
+    CHUNKS_PER_SECOND,
+    MODEL,
+    REPLY_TEXT,
+    TTFT_SECONDS,
+    ServerProcess,
+    embedded_postgres,
+)
+from tusk.testing.processes import clean_env, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SECRET_KEY = "bench-apps-secret-key-that-is-long-enough-0123456789"  # noqa: S105
+ADMIN = {"email": "bench@example.com", "name": "Bench", "password": "bench-passw0rd"}
+GPT = {"provider": "langgenius/openai/openai", "name": MODEL, "mode": "chat"}
+LEVELS = (1, 16, 64)
+DEFAULT_CALLS = 200
+ROUNDS = 2  # of each system per level, alternated
+GOAL_P50_1_MS = {"chat": 5.0, "chatflow": 10.0}  # added TTFT at 1 client
+GOAL_P99_64_MS = 25.0  # added TTFT at 64 clients
+GOAL_RSS_MB = 250
+BASELINE, CHAT, CHATFLOW = "model server, direct", "chat", "chatflow"
+
+
+# --- the Tusk API and its apps ------------------------------------------------------------------
+
+
+@contextmanager
+def tusk_api(conninfo: str, model_url: str, log: Path) -> Iterator[tuple[str, int]]:
+    """`tusk api` on a free port of loopback: its URL and process id."""
+    port = free_port()
+    env = clean_env(
+        DATABASE_URL=conninfo,
+        SECRET_KEY=SECRET_KEY,
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_API_BASE=model_url,
+        LOG_LEVEL="WARNING",
+    )
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tusk", "api", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_health(url, proc, log)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_health(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"tusk api exited with {proc.returncode}:\n{log_tail(log)}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"tusk api did not start within 60 s:\n{log_tail(log)}")
+
+
+def _checked(response: httpx.Response) -> Any:
+    if response.status_code >= 300:
+        raise BenchError(f"{response.request.url}: {response.status_code} {response.text}")
+    return response.json()
+
+
+def _chatflow_graph() -> dict[str, Any]:
+    def node(node_id: str, kind: str, **data: Any) -> dict[str, Any]:
+        return {"id": node_id, "type": "custom", "data": {"type": kind, "title": node_id, **data}}
+
+    def edge(source: str, target: str) -> dict[str, Any]:
+        return {"id": f"{source}-{target}", "source": source, "target": target,
+                "sourceHandle": "source"}  # fmt: skip
+
+    nodes = [
+        node("start", "start", variables=[]),
+        node(
+            "llm", "llm", model=GPT, prompt_template=[{"role": "user", "text": "{{#sys.query#}}"}]
+        ),
+        node("answer", "answer", answer="{{#llm.text#}}"),
+    ]
+    edges = [edge("start", "llm"), edge("llm", "answer")]
+    return {"graph": {"nodes": nodes, "edges": edges}, "features": {}}
+
+
+def app_keys(url: str) -> dict[str, str]:
+    """A chat app and a chatflow app on the model test server: their `app-` keys."""
+    with httpx.Client(base_url=url, timeout=30) as console:
+        _checked(console.post("/console/api/setup", json=ADMIN))
+        token = _checked(console.post("/console/api/login", json=ADMIN))["data"]["access_token"]
+        console.headers["Authorization"] = f"Bearer {token}"
+        keys = {}
+        for name, mode in ((CHAT, "chat"), (CHATFLOW, "advanced-chat")):
+            app = _checked(console.post("/console/api/apps", json={"name": name, "mode": mode}))
+            base = f"/console/api/apps/{app['id']}"
+            if mode == "chat":
+                config = {"model": GPT, "prompt_type": "simple", "pre_prompt": ""}
+                _checked(console.post(f"{base}/model-config", json=config))
+            else:
+                _checked(console.post(f"{base}/workflows/draft", json=_chatflow_graph()))
+                _checked(console.post(f"{base}/workflows/publish", json={}))
+            keys[name] = _checked(console.post(f"{base}/api-keys"))["token"]
+        return keys
+
+
+# --- one call of each kind ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    ttft: float | None  # streaming: seconds until the first text
+    total: float
+
+
+Call = Callable[[], Awaitable[Sample | None]]  # None: an error or a wrong answer
+
+
+def tusk_call(client: httpx.AsyncClient, key: str, streaming: bool) -> Call:
+    body = {"query": "Say twenty words.", "inputs": {}, "user": "bench",
+            "auto_generate_name": False,
+            "response_mode": "streaming" if streaming else "blocking"}  # fmt: skip
+    headers = {"Authorization": f"Bearer {key}"}
+
+    async def blocking() -> Sample | None:
+        started = time.perf_counter()
+        response = await client.post("/v1/chat-messages", json=body, headers=headers)
+        ok = response.status_code == 200 and response.json().get("answer") == REPLY_TEXT
+        return Sample(None, time.perf_counter() - started) if ok else None
+
+    async def stream() -> Sample | None:
+        started, first, pieces, ended = time.perf_counter(), None, [], False
+        async with client.stream("POST", "/v1/chat-messages", json=body, headers=headers) as r:
+            if r.status_code != 200:
+                return None
+            async for line in r.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                event = json.loads(line[6:])
+                if event["event"] == "message" and event["answer"]:
+                    first = first or time.perf_counter()
+                    pieces.append(event["answer"])
+                ended = ended or event["event"] == "message_end"
+        if first is None or not ended or "".join(pieces) != REPLY_TEXT:
+            return None
+        return Sample(first - started, time.perf_counter() - started)
+
+    return stream if streaming else blocking
+
+
+def model_call(client: httpx.AsyncClient, streaming: bool) -> Call:
+    """The baseline: the same chat call, straight to the model test server."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Say twenty words."}],
+            "stream": streaming}  # fmt: skip
+    if streaming:
+        body["stream_options"] = {"include_usage": True}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    async def blocking() -> Sample | None:
+        started = time.perf_counter()
+        response = await client.post("/chat/completions", json=body, headers=headers)
+        ok = response.status_code == 200
+        ok = ok and response.json()["choices"][0]["message"]["content"] == REPLY_TEXT
+        return Sample(None, time.perf_counter() - started) if ok else None
+
+    async def stream() -> Sample | None:
+        started, first, pieces = time.perf_counter(), None, []
+        async with client.stream("POST", "/chat/completions", json=body, headers=headers) as r:
+            if r.status_code != 200:
+                return None
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                for choice in json.loads(line[6:])["choices"]:
+                    if text := choice["delta"].get("content"):
+                        first = first or time.perf_counter()
+                        pieces.append(text)
+        if first is None or "".join(pieces) != REPLY_TEXT:
+            return None
+        return Sample(first - started, time.perf_counter() - started)
+
+    return stream if streaming else blocking
+
+
+# --- closed loops -------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    samples: list[Sample] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return len(self.samples) / self.seconds if self.seconds else 0.0
+
+    def ttft_ms(self) -> list[float]:
+        return [s.ttft * 1000 for s in self.samples if s.ttft is not None]
+
+    def total_ms(self) -> list[float]:
+        return [s.total * 1000 for s in self.samples]
+
+
+async def closed_loop(call: Call, clients: int, calls: int, into: Measured) -> None:
+    """`clients` tasks calling back to back until `calls` calls are made in all."""
+    left = calls
+
+    async def client() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            try:
+                sample = await call()
+            except httpx.HTTPError:
+                sample = None
+            if sample is None:
+                into.errors += 1
+            else:
+                into.samples.append(sample)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    into.seconds += time.perf_counter() - started
+
+
+Results = dict[tuple[str, bool, int], Measured]  # (system, streaming, clients)
+
+
+async def measure_levels(
+    api_url: str, model: ServerProcess, keys: dict[str, str], calls: int
+) -> Results:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    timeout = httpx.Timeout(120)
+    results: Results = {}
+    async with (
+        httpx.AsyncClient(base_url=api_url, limits=limits, timeout=timeout) as tusk,
+        httpx.AsyncClient(base_url=model.base_url, limits=limits, timeout=timeout) as direct,
+    ):
+        for streaming in (True, False):
+            systems = {
+                BASELINE: model_call(direct, streaming),
+                CHAT: tusk_call(tusk, keys[CHAT], streaming),
+                CHATFLOW: tusk_call(tusk, keys[CHATFLOW], streaming),
+            }
+            for call in systems.values():  # warm up: connections, first-use caches
+                await closed_loop(call, 4, 8, Measured())
+            for clients in LEVELS:
+                model.pace(clients / CHUNKS_PER_SECOND)
+                for round_ in range(ROUNDS):
+                    order = list(systems.items())
+                    for name, call in order if round_ % 2 == 0 else order[::-1]:
+                        measured = results.setdefault((name, streaming, clients), Measured())
+                        n = max(calls // ROUNDS, clients * 2)
+                        await closed_loop(call, clients, n, measured)
+                _progress(results, streaming, clients)
+    return results
+
+
+def _progress(results: Results, streaming: bool, clients: int) -> None:
+    parts = []
+    for name in (BASELINE, CHAT, CHATFLOW):
+        m = results[(name, streaming, clients)]
+        values = m.ttft_ms() if streaming else m.total_ms()
+        p50 = Stats.of(values).p50 if values else float("nan")
+        parts.append(f"{name} p50 {p50:.1f} ms, {m.per_second:.0f}/s, {m.errors} errors")
+    kind = "streaming" if streaming else "blocking"
+    print(f"bench.apps: {kind}, {clients} clients: " + "; ".join(parts), file=sys.stderr)
+
+
+@dataclass
+class AppResults:
+    levels: Results
+    rss: int  # of the API process after the run, bytes
+    load: str
+
+
+def measure(calls: int) -> AppResults:
+    with scratch_dir("ba") as root, ExitStack() as stack:
+        _, conninfo = stack.enter_context(embedded_postgres(root / "pg"))
+        model = stack.enter_context(ServerProcess(root / "model.log"))
+        api_url, api_pid = stack.enter_context(tusk_api(conninfo, model.base_url, root / "api.log"))
+        keys = app_keys(api_url)
+        levels = asyncio.run(measure_levels(api_url, model, keys, calls))
+        rss = psutil.Process(api_pid).memory_info().rss
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        return AppResults(levels, rss, load)
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def _ttft_rows(results: Results) -> tuple[list[list[str]], list[str]]:
+    rows, failures = [], []
+    for clients in LEVELS:
+        base = Stats.of(results[(BASELINE, True, clients)].ttft_ms())
+        for name in (CHAT, CHATFLOW):
+            measured = results[(name, True, clients)]
+            mine = Stats.of(measured.ttft_ms())
+            added50, added99 = mine.p50 - base.p50, mine.p99 - base.p99
+            figures = [base.p50, base.p99, mine.p50, mine.p99, added50, added99]
+            rows.append([name, str(clients), *map(_ms, figures), str(measured.errors)])
+            if clients == 1 and added50 > GOAL_P50_1_MS[name]:
+                failures.append(f"{name}: added TTFT p50 {added50:.1f} ms at 1 client")
+            if clients == 64 and added99 > GOAL_P99_64_MS:
+                failures.append(f"{name}: added TTFT p99 {added99:.1f} ms at 64 clients")
+            if measured.errors:
+                failures.append(f"{name}: {measured.errors} errors at {clients} clients")
+    return rows, failures
+
+
+def _blocking_rows(results: Results) -> tuple[list[list[str]], list[str]]:
+    rows, failures = [], []
+    for clients in LEVELS:
+        base = results[(BASELINE, False, clients)]
+        for name in (BASELINE, CHAT, CHATFLOW):
+            m = results[(name, False, clients)]
+            total = Stats.of(m.total_ms())
+            rows.append([name, str(clients), f"{m.per_second:.1f}",
+                         ratio(m.per_second, base.per_second), _ms(total.p50), _ms(total.p99),
+                         str(m.errors)])  # fmt: skip
+            if m.errors:
+                failures.append(f"{name} blocking: {m.errors} errors at {clients} clients")
+    return rows, failures
+
+
+def report(results: AppResults, calls: int) -> tuple[str, list[str]]:
+    ttft, failures = _ttft_rows(results.levels)
+    blocking, more = _blocking_rows(results.levels)
+    failures += more
+    rss_mb = results.rss / 2**20
+    if rss_mb > GOAL_RSS_MB:
+        failures.append(f"API process RSS {rss_mb:.0f} MB after the run")
+    spacing = "the chunks of all streams together arrive at 1000/s"
+    text = "\n\n".join(
+        [
+            "## Apps and the Service API",
+            f"A `tusk api` process (uvicorn) on loopback and the model test server (time to first "
+            f"token {TTFT_SECONDS * 1000:.0f} ms, {CHUNKS} chunks; {spacing}); at least {calls} "
+            f"calls per system and level, in {ROUNDS} alternated rounds. The chat app has an empty "
+            "prompt; the chatflow is Start → LLM → Answer. Every call starts a new conversation.",
+            "### Added time to first token, `/v1/chat-messages` streaming (ms)",
+            markdown_table(
+                [
+                    "app",
+                    "clients",
+                    "model p50",
+                    "model p99",
+                    "Tusk p50",
+                    "Tusk p99",
+                    "added p50",
+                    "added p99",
+                    "errors",
+                ],
+                ttft,
+                left=1,
+            ),
+            "### Blocking messages per second",
+            markdown_table(
+                [
+                    "system",
+                    "clients",
+                    "messages/s",
+                    "vs model",
+                    "latency p50 (ms)",
+                    "latency p99 (ms)",
+                    "errors",
+                ],
+                blocking,
+            ),
+            f"API process RSS after the run: {mib(results.rss)} MiB. Load average after the run: "
+            f"{results.load}.",
+            "Goals: added p50 under 5 ms (chat) and 10 ms (chatflow) at 1 client, p99 under 25 ms "
+            "at 64, no errors, RSS under 250 MB. "
+            + ("All met." if not failures else "Missed: " + "; ".join(failures) + "."),
+        ]
+    )
+    return text, failures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.apps", description=__doc__)
+    parser.add_argument("--calls", type=positive_int, default=DEFAULT_CALLS)
+    options = parser.parse_args(argv)
+    try:
+        measured = measure(options.calls)
+    except BenchError as exc:
+        print(f"bench.apps: {exc}", file=sys.stderr)
+        return 1
+    text, failures = report(measured, options.calls)
+    print(f"{text}\n\n## Machine\n\n{markdown_fields(machine_description())}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
