@@ -255,6 +255,14 @@ class Settings(BaseSettings):
     max_variable_size: int = Field(
         204800, ge=1024, **_env("MAX_VARIABLE_SIZE", expected="bytes per workflow value")
     )
+    app_max_active_requests: int = Field(
+        0,
+        ge=0,
+        **_env(
+            "APP_MAX_ACTIVE_REQUESTS",
+            expected="generations running at once per app across all API processes (0: no limit)",
+        ),
+    )
     mcp_stdio_enabled: bool = Field(
         False,
         **_env(

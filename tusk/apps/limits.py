@@ -18,6 +18,7 @@ from typing import Any, ParamSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tusk.config import Settings
 from tusk.db import kv
 from tusk.db.locks import xact_lock
 from tusk.db.models import App
@@ -47,10 +48,9 @@ def effective_limit(app_limit: int | None, deployment_limit: int) -> int:
     return min(limits) if limits else 0
 
 
-def limit_for(app: App, settings: Any) -> int:
+def limit_for(app: App, settings: Settings) -> int:
     """The app's limit under the deployment's `APP_MAX_ACTIVE_REQUESTS` (0 when unset)."""
-    deployment = int(getattr(settings, "app_max_active_requests", 0) or 0)
-    return effective_limit(app.max_active_requests, deployment)
+    return effective_limit(app.max_active_requests, settings.app_max_active_requests)
 
 
 def too_many(app: App, limit: int) -> TooManyRequests:
