@@ -2,7 +2,7 @@
 
 .venv/bin/python -m bench [--runs N] [--ops N] [--workers N] [--calls N] [--passages N]
                           [--quick]
-                          [--only startup|primitives|models|sandbox|knowledge|workflow|apps]
+                          [--only startup|primitives|models|sandbox|knowledge|workflow|agents|apps]
 """
 
 from __future__ import annotations
@@ -26,7 +26,16 @@ from bench.common import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("startup", "primitives", "models", "sandbox", "knowledge", "workflow", "apps")
+BENCHMARKS = (
+    "startup",
+    "primitives",
+    "models",
+    "sandbox",
+    "knowledge",
+    "workflow",
+    "agents",
+    "apps",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,6 +143,13 @@ def _run(selected: Sequence[str], args: argparse.Namespace) -> tuple[list[str], 
         from bench import apps
 
         text, found = apps.report(apps.measure(args.calls), args.calls)
+        sections.append(text)
+        failures += found
+    if "agents" in selected:
+        from bench import agents
+
+        runs, calls = agents.sizes(agents.DEFAULT_RUNS, args.calls, args.quick)
+        text, found = agents.report(agents.measure(runs, calls))
         sections.append(text)
         failures += found
     return sections, failures
