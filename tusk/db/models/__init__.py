@@ -2,6 +2,7 @@
 
 from tusk.db.models import agent as agent  # registers the agent tables with Base
 from tusk.db.models import annotations as annotations  # registers the annotation tables
+from tusk.db.models import message_files as message_files  # registers message_files
 from tusk.db.models import tools as tools  # registers the tool tables with Base
 from tusk.db.models.accounts import ROLES, Account, ApiKey, Membership, Setup, Workspace
 from tusk.db.models.apps import App, AppModelConfig, Conversation, EndUser, Message
