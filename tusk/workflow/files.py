@@ -1,19 +1,27 @@
 """Files as a run sees them: Dify's file objects, made from the workspace's uploads or from URLs
-given with the inputs. The bytes stay in storage; the value carries the storage key."""
+given with the inputs. The bytes stay in storage; the value carries the storage key. Also how
+image files become image parts of a model's message (LLM nodes and chat apps alike)."""
 
 from __future__ import annotations
 
+import base64
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tusk.db.models import UploadFile
 from tusk.errors import InvalidParam
+from tusk.models.types import ImagePart
+from tusk.storage.base import Storage, StorageError
+from tusk.workflow.nodes.base import NodeError
 from tusk.workflow.nodes.flow import StartVariable
-from tusk.workflow.values import FILE_IDENTITY
+from tusk.workflow.values import FILE_IDENTITY, file_attribute
+
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 EXTENSIONS = {
     "image": frozenset({"jpg", "jpeg", "png", "webp", "gif", "svg"}),
@@ -78,9 +86,12 @@ class UploadResolver:
     """Turns the file objects of a request (`upload_file_id` or `url`) into file values, finding
     uploads only in the caller's workspace."""
 
-    def __init__(self, db: AsyncSession, workspace_id: uuid.UUID) -> None:
+    def __init__(
+        self, db: AsyncSession, workspace_id: uuid.UUID, *, where: str = "in input form"
+    ) -> None:
         self.db = db
         self.workspace_id = workspace_id
+        self.where = where  # how errors place the file: "x in input form refers to ..."
 
     async def __call__(self, given: Mapping[str, Any], field: StartVariable) -> dict[str, Any]:
         method = given.get("transfer_method", "local_file")
@@ -88,13 +99,13 @@ class UploadResolver:
         if method == "remote_url":
             url = given.get("url") or given.get("remote_url")
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise _bad(field, "needs an http(s) url for a remote_url file")
+                raise _bad(field, "needs an http(s) url for a remote_url file", self.where)
             value = remote_file_value(url, file_type)
         elif method == "local_file":
             value = file_value(await self._upload(given, field), file_type=file_type or None)
         else:
-            raise _bad(field, f"has an unknown transfer_method {method!r}")
-        _check_allowed(field, value)
+            raise _bad(field, f"has an unknown transfer_method {method!r}", self.where)
+        _check_allowed(field, value, self.where)
         return value
 
     async def _upload(self, given: Mapping[str, Any], field: StartVariable) -> UploadFile:
@@ -102,28 +113,95 @@ class UploadResolver:
         try:
             file_id = uuid.UUID(str(raw_id))
         except ValueError:
-            raise _bad(field, "needs the upload_file_id of an uploaded file") from None
+            raise _bad(field, "needs the upload_file_id of an uploaded file", self.where) from None
         query = select(UploadFile).where(
             UploadFile.id == file_id, UploadFile.workspace_id == self.workspace_id
         )
         row = (await self.db.execute(query)).scalar_one_or_none()
         if row is None:
-            raise _bad(field, f"refers to a file that does not exist: {file_id}")
+            raise _bad(field, f"refers to a file that does not exist: {file_id}", self.where)
         return row
 
 
-def _bad(field: StartVariable, problem: str) -> InvalidParam:
-    return InvalidParam(f"{field.variable} in input form {problem}", params=field.variable)
+def _bad(field: StartVariable, problem: str, where: str = "in input form") -> InvalidParam:
+    message = " ".join(part for part in (field.variable, where, problem) if part)
+    return InvalidParam(message, params=field.variable)
 
 
-def _check_allowed(field: StartVariable, value: Mapping[str, Any]) -> None:
+def _check_allowed(field: StartVariable, value: Mapping[str, Any], where: str) -> None:
     kinds = [kind for kind in field.allowed_file_types if kind != "custom"]
     extensions = {e.lower().lstrip(".") for e in field.allowed_file_extensions}
     extension = str(value["extension"]).lower().lstrip(".")
     if "custom" in field.allowed_file_types and extension in extensions:
         return
     if kinds and value["type"] not in kinds and not (extensions and extension in extensions):
-        raise _bad(field, f"accepts only {', '.join(field.allowed_file_types)} files")
+        raise _bad(field, f"accepts only {', '.join(field.allowed_file_types)} files", where)
     methods = field.allowed_file_upload_methods
     if methods and value["transfer_method"] not in methods:
-        raise _bad(field, f"accepts only files sent as {', '.join(methods)}")
+        raise _bad(field, f"accepts only files sent as {', '.join(methods)}", where)
+
+
+# --- reading stored files ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkspaceFiles:
+    """Where the bytes of a workspace's uploaded files are read from."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    storage: Storage
+    workspace_id: uuid.UUID
+
+    async def upload(self, file: Mapping[str, Any]) -> UploadFile | None:
+        """The upload a file value refers to, when it is one of this workspace's."""
+        try:
+            file_id = uuid.UUID(str(file.get("related_id") or file.get("upload_file_id")))
+        except ValueError:
+            return None
+        async with self.sessions() as db:
+            query = select(UploadFile).where(
+                UploadFile.id == file_id, UploadFile.workspace_id == self.workspace_id
+            )
+            return (await db.execute(query)).scalar_one_or_none()
+
+    async def stored_bytes(
+        self, file: Mapping[str, Any], limit: int
+    ) -> tuple[UploadFile, bytes] | None:
+        """An uploaded file and its bytes, or None when it is missing or over `limit` bytes."""
+        row = await self.upload(file)
+        if row is None or row.size > limit:
+            return None
+        try:
+            return row, b"".join([chunk async for chunk in await self.storage.open(row.key)])
+        except StorageError:
+            return None
+
+
+async def _image_url(files: WorkspaceFiles, file: Mapping[str, Any]) -> str | None:
+    """A remote image's URL, or an uploaded image as a data: URI."""
+    url = file_attribute(file, "url")
+    if url:
+        return str(url)
+    stored = await files.stored_bytes(file, MAX_IMAGE_BYTES)
+    if stored is None:
+        return None
+    row, data = stored
+    mime = row.mime_type or file.get("mime_type") or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+async def image_parts(
+    files: WorkspaceFiles,
+    values: Iterable[Mapping[str, Any]],
+    detail: Literal["auto", "low", "high"],
+) -> list[ImagePart]:
+    """The images among file values, as parts of a message to a model."""
+    parts: list[ImagePart] = []
+    for file in values:
+        if file.get("type") != "image":
+            continue
+        url = await _image_url(files, file)
+        if not url:
+            raise NodeError(f"the image {file.get('filename') or ''!r} cannot be read")
+        parts.append(ImagePart(url, detail))
+    return parts

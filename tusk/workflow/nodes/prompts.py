@@ -4,28 +4,24 @@ the prompts as Dify shows them in a node's process data."""
 
 from __future__ import annotations
 
-import base64
 import json
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
-from sqlalchemy import select
 
-from tusk.db.models import UploadFile
 from tusk.models.types import ContentPart, ImagePart, Message, TextPart
-from tusk.storage.base import StorageError
 from tusk.workflow.conditions import file_list
+from tusk.workflow.files import WorkspaceFiles
+from tusk.workflow.files import image_parts as file_image_parts
 from tusk.workflow.nodes.base import Config, NodeContext, NodeError
 from tusk.workflow.template import references, render
-from tusk.workflow.values import file_attribute, to_text
+from tusk.workflow.values import to_text
 from tusk.workflow.variables import Selector, VariablePool
 
 CONTEXT_MARK = "{{#context#}}"
 HISTORIES_MARK = "{{#histories#}}"
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
 ChatRole = Literal["system", "user", "assistant"]
 Edition = Literal["basic", "jinja2"]
 
@@ -167,43 +163,13 @@ def history_text(messages: Sequence[Message], prefix: RolePrefix | None = None) 
 # --- images --------------------------------------------------------------------------------
 
 
-async def _stored_image(ctx: NodeContext, file: Mapping[str, Any]) -> str | None:
-    """An uploaded image of this workspace as a data: URI."""
-    try:
-        file_id = uuid.UUID(str(file.get("related_id") or file.get("upload_file_id")))
-    except ValueError:
-        return None
-    async with ctx.run.resources.sessions() as db:
-        row = (
-            await db.execute(
-                select(UploadFile).where(
-                    UploadFile.id == file_id, UploadFile.workspace_id == ctx.run.workspace_id
-                )
-            )
-        ).scalar_one_or_none()
-    if row is None or row.size > MAX_IMAGE_BYTES:
-        return None
-    try:
-        data = b"".join([c async for c in await ctx.run.resources.storage.open(row.key)])
-    except StorageError:
-        return None
-    mime = row.mime_type or file.get("mime_type") or "image/png"
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
 async def image_parts(
     ctx: NodeContext, value: Any, detail: Literal["auto", "low", "high"]
 ) -> list[ImagePart]:
     """The images among the files of a variable, as parts of a message."""
-    parts: list[ImagePart] = []
-    for file in file_list(value) or []:
-        if file.get("type") != "image":
-            continue
-        url = file_attribute(file, "url") or await _stored_image(ctx, file)
-        if not url:
-            raise NodeError(f"the image {file.get('filename') or ''!r} cannot be read")
-        parts.append(ImagePart(str(url), detail))
-    return parts
+    resources = ctx.run.resources
+    files = WorkspaceFiles(resources.sessions, resources.storage, ctx.run.workspace_id)
+    return await file_image_parts(files, file_list(value) or [], detail)
 
 
 def with_images(messages: list[Message], images: Sequence[ImagePart]) -> list[Message]:
