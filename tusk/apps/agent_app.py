@@ -40,6 +40,15 @@ from tusk.apps.easy_app import HISTORY_TURNS, GenerationFailed, wire_error
 from tusk.apps.easy_config import AppUnavailable, EasyConfig, Lenient, form_variables, read_config
 from tusk.apps.easy_knowledge import retrieve
 from tusk.apps.easy_model import app_model_name, open_model
+from tusk.apps.message_files import (
+    NO_FILES,
+    ChatFiles,
+    file_rules,
+    query_with_documents,
+    record_files,
+    request_files,
+    with_image_parts,
+)
 from tusk.apps.moderation import input_verdict, keyword_rules
 from tusk.apps.prompting import PromptInput, build_prompt
 from tusk.apps.tasks import TaskRegistry
@@ -123,6 +132,7 @@ class AgentRequest:
     speaker: Speaker
     conversation_id: str | None = None
     auto_generate_name: bool = True
+    files: Any = None  # Dify's file mappings
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,7 @@ class Setup:
     query: str
     first_turn: bool
     auto_name: bool
+    files: ChatFiles = NO_FILES
 
 
 async def _document(db: AsyncSession, app: App, config_id: uuid.UUID | None) -> dict[str, Any]:
@@ -161,10 +172,13 @@ async def _prepare(db: AsyncSession, app: App, request: AgentRequest) -> Setup:
         resolve = UploadResolver(db, app.workspace_id)
         inputs = await check_inputs(form_variables(config), request.inputs, resolve)
         conversation = await open_conversation(db, app, request.speaker, None, inputs)
+    rules = file_rules(document)
+    files = await request_files(db, app.workspace_id, rules, request.files)
     message = await new_message(
         db, conversation, request.speaker, query=request.query, inputs=inputs
     )
     message.agent_based = True
+    shown = await record_files(db, message, files)
     first = not request.conversation_id
     return Setup(
         app,
@@ -175,6 +189,7 @@ async def _prepare(db: AsyncSession, app: App, request: AgentRequest) -> Setup:
         request.query,
         first,
         request.auto_generate_name,
+        ChatFiles(files, rules.detail if rules else "high", shown),
     )
 
 
@@ -275,12 +290,15 @@ class AgentTurn:
         if setup.config.retriever_resource.enabled:
             self.resources = knowledge.resources
         history = await self._history()
-        given = PromptInput("chat", setup.inputs, setup.query, knowledge.context, history)
+        resources = deps.runner.resources
+        query = await query_with_documents(resources, app.workspace_id, setup.files, setup.query)
+        given = PromptInput("chat", setup.inputs, query, knowledge.context, history)
         prompt = build_prompt(setup.config, given)
+        messages = await with_image_parts(resources, app.workspace_id, setup.files, prompt.messages)
         model = await open_model(deps.models, app.workspace_id, app.id, setup.config.model)
         agent_setup = AgentSetup(
             model=model,
-            messages=prompt.messages,
+            messages=messages,
             tools=await self._tools(),
             price=price_of(deps.models.config.prices, model.full_name),
             parameters=request_parameters(setup.config.model.completion_params),
@@ -364,7 +382,7 @@ class AgentTurn:
         if status == "error":
             self._put(error_chunk(self.ids, error or "", code, http_status))
             return
-        self._put(message_end(self.ids, self.metadata()))
+        self._put({**message_end(self.ids, self.metadata()), "files": self.setup.files.shown})
         if status == "normal" and self.setup.first_turn and self.setup.auto_name:
             setup = self.setup
             naming.name_later(

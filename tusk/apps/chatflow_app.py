@@ -26,6 +26,7 @@ from tusk.apps.conversations import (
     new_message,
     open_conversation,
 )
+from tusk.apps.message_files import record_files
 from tusk.apps.tasks import TaskRegistry
 from tusk.apps.workflow_app import pick_workflow, start_form, system_files
 from tusk.db.models import App, Conversation, Message, Workflow
@@ -174,6 +175,7 @@ async def start_turn(
         message = await new_message(
             db, conversation, request.speaker, query=request.query, inputs=inputs
         )
+        await record_files(db, message, files)  # the user's files, kept with the message
         variables = {**initial_variables(workflow), **(conversation.variables or {})}
         dialogue_count = conversation.dialogue_count + 1
     run = RunRequest(

@@ -42,6 +42,15 @@ from tusk.apps.easy_model import (
     stream_reply,
     usage_of,
 )
+from tusk.apps.message_files import (
+    NO_FILES,
+    ChatFiles,
+    file_rules,
+    query_with_documents,
+    record_files,
+    request_files,
+    with_image_parts,
+)
 from tusk.apps.moderation import input_verdict, keyword_rules, output_verdict
 from tusk.apps.prompting import Prompt, PromptInput, build_prompt
 from tusk.apps.tasks import TaskRegistry
@@ -50,6 +59,7 @@ from tusk.errors import TuskError
 from tusk.models.base import ChatModel
 from tusk.models.runtime import ModelRuntime
 from tusk.models.types import Message as ChatMessage
+from tusk.workflow.context import Resources
 from tusk.workflow.files import UploadResolver
 from tusk.workflow.inputs import check_inputs
 from tusk.workflow.nodes.base import NodeError
@@ -100,6 +110,7 @@ class EasyDeps:
     sessions: async_sessionmaker[AsyncSession]
     models: ModelRuntime
     tasks: TaskRegistry
+    resources: Resources | None = None  # reads the files sent with a message
 
 
 @dataclass
@@ -109,6 +120,7 @@ class EasyRequest:
     speaker: Speaker
     conversation_id: str | None = None
     auto_generate_name: bool = True
+    files: Any = None  # Dify's file mappings
 
 
 @dataclass(frozen=True)
@@ -122,16 +134,19 @@ class Setup:
     query: str
     first_turn: bool
     auto_name: bool
+    files: ChatFiles = NO_FILES
 
 
-async def _config_document(db: AsyncSession, app: App, config_id: uuid.UUID | None) -> EasyConfig:
+async def _config_document(
+    db: AsyncSession, app: App, config_id: uuid.UUID | None
+) -> dict[str, Any]:
     row = await db.get(AppModelConfig, config_id) if config_id else None
     if row is None or row.app_id != app.id:
         raise AppUnavailable(
             "The app has no model configuration yet: save one in the console "
             "(POST /console/api/apps/{app_id}/model-config)."
         )
-    return read_config(row.config)
+    return dict(row.config or {})
 
 
 async def _prepare(db: AsyncSession, app: App, request: EasyRequest) -> Setup:
@@ -141,18 +156,26 @@ async def _prepare(db: AsyncSession, app: App, request: EasyRequest) -> Setup:
         conversation = await open_conversation(
             db, app, request.speaker, request.conversation_id, {}
         )
-        config = await _config_document(db, app, conversation.app_model_config_id)
+        document = await _config_document(db, app, conversation.app_model_config_id)
+        config = read_config(document)
         inputs = dict(conversation.inputs)
     else:
-        config = await _config_document(db, app, app.app_model_config_id)
+        document = await _config_document(db, app, app.app_model_config_id)
+        config = read_config(document)
         resolve = UploadResolver(db, app.workspace_id)
         inputs = await check_inputs(form_variables(config), request.inputs, resolve)
         conversation = await open_conversation(db, app, request.speaker, None, inputs)
+    rules = file_rules(document)
+    files = await request_files(db, app.workspace_id, rules, request.files)
     message = await new_message(
         db, conversation, request.speaker, query=request.query, inputs=inputs
     )
+    shown = await record_files(db, message, files)
+    chat_files = ChatFiles(files, rules.detail if rules else "high", shown)
     first = not request.conversation_id and app.mode == "chat"
-    return Setup(app, config, message, inputs, request.query, first, request.auto_generate_name)
+    return Setup(
+        app, config, message, inputs, request.query, first, request.auto_generate_name, chat_files
+    )
 
 
 async def start_generation(deps: EasyDeps, app: App, request: EasyRequest) -> Generation:
@@ -233,18 +256,20 @@ class Generation:
             await self._end("normal")
             return
         knowledge = await self._knowledge()
+        app, resources = setup.app, self.deps.resources
+        query = await query_with_documents(resources, app.workspace_id, setup.files, setup.query)
         prompt = build_prompt(
             setup.config,
             PromptInput(
-                setup.app.mode, setup.inputs, setup.query, knowledge.context, await self._history()
+                setup.app.mode, setup.inputs, query, knowledge.context, await self._history()
             ),
         )
-        app = setup.app
+        messages = await with_image_parts(resources, app.workspace_id, setup.files, prompt.messages)
         model = await open_model(self.deps.models, app.workspace_id, app.id, setup.config.model)
         if self.stopped:
             await self._end("stopped")
             return
-        await self._stream(model, prompt)
+        await self._stream(model, Prompt(messages, prompt.stops))
 
     async def _knowledge(self) -> Knowledge:
         setup = self.setup
@@ -322,7 +347,7 @@ class Generation:
 
     async def _end(self, status: str) -> None:
         await finish_message(self.deps.sessions, self.setup.message, self._outcome(status))
-        self._put(message_end(self.ids, self.metadata()))
+        self._put({**message_end(self.ids, self.metadata()), "files": self.setup.files.shown})
         if status == "normal" and self.setup.first_turn and self.setup.auto_name:
             self._name_conversation()
 

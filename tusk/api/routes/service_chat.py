@@ -32,7 +32,9 @@ def get_tasks(request: Request) -> TaskRegistry:
 
 
 def easy_deps(services: Services, request: Request) -> easy_app.EasyDeps:
-    return easy_app.EasyDeps(services.sessions, services.models, get_tasks(request))
+    return easy_app.EasyDeps(
+        services.sessions, services.models, get_tasks(request), get_runner(request).resources
+    )
 
 
 async def respond(generation: easy_app.Generation, response_mode: str | None) -> Any:
@@ -76,6 +78,7 @@ async def chat_messages(
             speaker=speaker,
             conversation_id=body.conversation_id or None,
             auto_generate_name=body.auto_generate_name,
+            files=body.files,
         )
         generation = await easy_app.start_generation(easy_deps(services, request), app, chat)
         return await respond(generation, body.response_mode)
@@ -84,7 +87,12 @@ async def chat_messages(
             services.sessions, services.models, get_tasks(request), get_runner(request)
         )
         ask = agent_app.AgentRequest(
-            query, body.inputs, speaker, body.conversation_id or None, body.auto_generate_name
+            query,
+            body.inputs,
+            speaker,
+            body.conversation_id or None,
+            body.auto_generate_name,
+            files=body.files,
         )
         agent_turn = await agent_app.start_turn(deps, app, ask)
         if body.response_mode == "streaming":
@@ -134,6 +142,7 @@ async def completion_messages(
         inputs=body.inputs,
         speaker=await _speaker(services, app, user),
         auto_generate_name=False,
+        files=body.files,
     )
     generation = await easy_app.start_generation(easy_deps(services, request), app, completion)
     return await respond(generation, body.response_mode)

@@ -21,6 +21,7 @@ from tusk.api.routes.console_files import read_file, single_file
 from tusk.apps import app_parameters, feedback, records, suggestions
 from tusk.apps.conversations import Speaker
 from tusk.apps.end_users import end_user, user_param
+from tusk.apps.message_files import message_files
 from tusk.db.models import Conversation, EndUser, Message, MessageFeedback, UploadFile
 from tusk.errors import InvalidParam
 from tusk.services import Services
@@ -53,7 +54,10 @@ def conversation_json(row: Conversation) -> dict[str, Any]:
 
 
 def message_json(
-    row: Message, rating: str | None, thoughts: list[dict[str, Any]] | None = None
+    row: Message,
+    rating: str | None,
+    thoughts: list[dict[str, Any]] | None = None,
+    files: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": str(row.id),
@@ -66,7 +70,7 @@ def message_json(
         "retriever_resources": records.retriever_resources(row),
         "created_at": ts(row.created_at),
         "agent_thoughts": thoughts or [],
-        "message_files": [],
+        "message_files": files or [],
         "status": row.status,
         "error": row.error,
         "extra_contents": [],
@@ -268,7 +272,10 @@ async def list_messages(
         ids = [m.id for m in page.items]
         rated = await feedback.ratings(db, ids)
         thoughts = await agent_thoughts(db, caller.workspace_id, ids)
-    shown = [message_json(m, rated.get(m.id), thoughts.get(m.id)) for m in page.items]
+        files = await message_files(db, caller.workspace_id, ids)
+    shown = [
+        message_json(m, rated.get(m.id), thoughts.get(m.id), files.get(m.id)) for m in page.items
+    ]
     return scroll_json(page, shown)
 
 
