@@ -3,6 +3,7 @@ kept whole in storage with a preview in the row."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -15,7 +16,7 @@ from tusk.db.engine import session_factory
 from tusk.storage.postgres import PostgresStorage
 from tusk.workflow.events import NodeFinished, NodeRun, RunState
 from tusk.workflow.jobs import ABANDONED, sweep_abandoned_runs
-from tusk.workflow.recorder import MAX_STORED_JSON, RunMeta, RunRecorder
+from tusk.workflow.recorder import BATCH, MAX_STORED_JSON, RunMeta, RunRecorder
 
 
 async def make_app(engine: AsyncEngine) -> RunMeta:
@@ -127,3 +128,60 @@ async def test_console_lists_runs_and_a_nodes_last_run(fresh_database: str) -> N
             f"{base}/workflows/draft/nodes/nope/last-run", headers=bearer(token)
         )
         assert missing.status_code == 404
+
+
+async def test_finishing_right_as_a_full_batch_wakes_the_writer(engine: AsyncEngine) -> None:
+    """A run of more nodes than a batch ends and records every node (it once hung when the
+    batch's wake-up raced the end of the run)."""
+    meta = await make_app(engine)
+    recorder = RunRecorder(session_factory(engine), PostgresStorage(engine), meta, uuid.uuid4())
+    await recorder.start({})
+    for index in range(1, BATCH * 2 + 2):
+        record = NodeRun(str(uuid.uuid4()), f"n{index}", "answer", "A", index, None,
+                         outputs={"answer": index}, status="succeeded")  # fmt: skip
+        recorder(NodeFinished(record))
+    state = RunState(str(recorder.run_id), str(meta.workflow_id), {}, status="succeeded")
+    await asyncio.wait_for(recorder.finish(state), 10)
+    async with engine.connect() as conn:
+        run = {"id": recorder.run_id}
+        count = (
+            await conn.execute(
+                text("SELECT count(*) FROM workflow_node_executions WHERE workflow_run_id = :id"),
+                run,
+            )
+        ).scalar_one()
+        status = (
+            await conn.execute(text("SELECT status FROM workflow_runs WHERE id = :id"), run)
+        ).scalar_one()
+    assert count == BATCH * 2 + 1
+    assert status == "succeeded"
+
+
+async def test_a_run_of_more_nodes_than_a_batch_ends(fresh_database: str) -> None:
+    chain_ids = ["start", *(f"n{i}" for i in range(BATCH + 5)), "end"]
+    nodes = [
+        node("start", "start", variables=[{"variable": "q", "type": "text-input"}]),
+        *(node(f"n{i}", "variable-aggregator", variables=[["start", "q"]])
+          for i in range(BATCH + 5)),
+        node("end", "end", outputs=[{"variable": "o", "value_selector": ["n0", "output"]}]),
+    ]  # fmt: skip
+    graph = {"nodes": nodes, "edges": chain(*chain_ids)}
+    async with api_client(fresh_database) as client:
+        token = await setup_and_login(client)
+        app = await client.post("/console/api/apps", json={"name": "Long", "mode": "workflow"},
+                                headers=bearer(token))  # fmt: skip
+        base = f"/console/api/apps/{app.json()['id']}"
+        await client.post(f"{base}/workflows/draft", json={"graph": graph}, headers=bearer(token))
+        debug = await asyncio.wait_for(
+            client.post(
+                f"{base}/workflows/draft/run", json={"inputs": {"q": "x"}}, headers=bearer(token)
+            ),
+            30,
+        )
+        assert '"status": "succeeded"' in debug.text
+        runs = (await client.get(f"{base}/workflow-runs", headers=bearer(token))).json()
+        run_id = runs["data"][0]["id"]
+        rows = await client.get(
+            f"{base}/workflow-runs/{run_id}/node-executions", headers=bearer(token)
+        )
+        assert len(rows.json()["data"]) == len(chain_ids)

@@ -1,7 +1,7 @@
 """Writes a run and its node executions to PostgreSQL without slowing the run down.
 
 The run's row is inserted when it starts; finished node executions are buffered and written in
-batches (one multi-row INSERT) by a background task, and the run's row is updated once at the
+batches (one pipelined executemany) by a background task, and the run's row is updated once at the
 end together with the last batch. While the run lasts its heartbeat is refreshed, so that a run
 whose process died is found by the sweeper (tusk.workflow.jobs) and marked failed.
 
@@ -80,6 +80,7 @@ class RunRecorder:
         self._pending: list[NodeRun] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._closing = False
         self._last_beat = 0.0
 
     # --- the run's life ------------------------------------------------------------------
@@ -147,18 +148,24 @@ class RunRecorder:
     # --- batches -------------------------------------------------------------------------
 
     async def _stop_writer(self) -> None:
+        """Let the writer finish the batch it may be writing, then end. (Cancelling it could be
+        lost in a wake-up racing the cancellation, leaving this waiting for ever.)"""
         if self._writer is not None:
-            self._writer.cancel()
+            self._closing = True
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_EVERY)
+                async with asyncio.timeout(FLUSH_EVERY):
+                    await self._wake.wait()
             self._wake.clear()
+            if self._closing:
+                return
             beat = loop.time() - self._last_beat >= HEARTBEAT_EVERY
             if not self._pending and not beat:
                 continue
