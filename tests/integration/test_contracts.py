@@ -207,7 +207,7 @@ async def test_chatflow_stream(fresh_database: str, fake: FakeOpenAI) -> None:
         assert set(by_name["workflow_started"]["data"]) >= WORKFLOW_STARTED
         assert set(by_name["node_started"]["data"]) >= NODE_STARTED
         assert set(by_name["node_finished"]["data"]) >= NODE_FINISHED
-        assert set(by_name["workflow_finished"]["data"]) >= WORKFLOW_FINISHED - {"created_by"}
+        assert set(by_name["workflow_finished"]["data"]) >= WORKFLOW_FINISHED
         assert "workflow_run_id" in by_name["workflow_finished"]
 
         conversation = chunks[0]["conversation_id"]
@@ -247,7 +247,7 @@ async def test_workflow_run(fresh_database: str, fake: FakeOpenAI) -> None:
                          "node_finished", "workflow_finished"]  # fmt: skip
         for chunk in chunks:
             assert {"event", "task_id", "workflow_run_id", "data"} <= set(chunk)
-        assert set(chunks[-1]["data"]) >= WORKFLOW_FINISHED - {"created_by"}  # see below
+        assert set(chunks[-1]["data"]) >= WORKFLOW_FINISHED
         stop = await client.post(
             f"/v1/workflows/tasks/{ran['task_id']}/stop", json={"user": "ann"}, headers=key
         )
@@ -259,9 +259,6 @@ async def test_workflow_run(fresh_database: str, fake: FakeOpenAI) -> None:
         assert chunks[0]["data"]["reason"] == "initial"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="Tusk's blocking run summary adds `exceptions_count` and `files`"
-)
 async def test_blocking_run_summary_has_only_difys_keys(
     fresh_database: str, fake: FakeOpenAI
 ) -> None:
@@ -272,7 +269,6 @@ async def test_blocking_run_summary_has_only_difys_keys(
         assert keys(ran["data"]) == RUN_SUMMARY
 
 
-@pytest.mark.xfail(strict=True, reason="`workflow_finished.data` has no `created_by` yet")
 async def test_workflow_finished_names_its_creator(fresh_database: str, fake: FakeOpenAI) -> None:
     async with tusk(fresh_database, fake) as (client, token):
         key = bearer(await new_app(client, token, "workflow", echo_workflow()))

@@ -195,6 +195,10 @@ async def start_turn(
         conversation=variables,
         conversation_id=conversation.id,
         history=ConversationHistory(sessions, conversation.id, message.id),
+        creator={
+            "id": str(request.created_by) if request.created_by else None,
+            "user": request.user_id,
+        },
     )
     handle = runner.start(run)
     ids = ChatIds(

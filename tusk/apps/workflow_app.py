@@ -33,6 +33,15 @@ class Caller:
     role: str  # "end_user" (Service API) or "account" (console)
     id: uuid.UUID | None
     user_id: str  # what the run sees as sys.user_id
+    name: str = ""  # an account's, for `created_by`
+    email: str = ""
+
+    @property
+    def creator(self) -> dict[str, Any]:
+        """Dify's `created_by` of a run: an end user by its `user`, an account by name."""
+        if self.role == "account":
+            return {"id": str(self.id), "name": self.name, "email": self.email}
+        return {"id": str(self.id) if self.id else None, "user": self.user_id}
 
 
 def start_form(plan: Plan) -> Sequence[StartVariable]:
@@ -80,6 +89,7 @@ async def start_run(
         created_by=caller.id,
         triggered_from="debugging" if draft else "app-run",
         system={"files": given_files},
+        creator=caller.creator,
     )
     return runner.start(request)
 
@@ -93,12 +103,17 @@ async def system_files(files: Any, resolve: UploadResolver) -> list[dict[str, An
     return [await resolve(f, field) for f in files]
 
 
+BLOCKING_KEYS = ("id", "workflow_id", "status", "outputs", "error", "elapsed_time",
+                 "total_tokens", "total_steps", "created_at", "finished_at")  # fmt: skip
+
+
 async def blocking_reply(handle: RunHandle) -> dict[str, Any]:
     """Dify's blocking body: wait for the end of the run."""
     summary: dict[str, Any] = {}
     async for event in handle.events():
         if isinstance(event, WorkflowFinished):
-            summary = run_summary(event.run)
+            finished = run_summary(event.run)
+            summary = {key: finished[key] for key in BLOCKING_KEYS}
     run_id = str(handle.run_id)
     return {"task_id": run_id, "workflow_run_id": run_id, "data": summary}
 

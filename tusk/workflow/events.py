@@ -49,6 +49,7 @@ class RunState:
     total_steps: int = 0
     exceptions_count: int = 0
     finished_at: float | None = None
+    created_by: dict[str, Any] = field(default_factory=dict)  # who started it, as Dify shows it
 
 
 @dataclass(frozen=True, slots=True)

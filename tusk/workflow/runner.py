@@ -46,6 +46,7 @@ class RunRequest:
     conversation: dict[str, Any] = field(default_factory=dict)
     conversation_id: uuid.UUID | None = None
     history: History | None = None
+    creator: dict[str, Any] = field(default_factory=dict)  # Dify's `created_by` of the run
 
 
 _END = object()
@@ -135,6 +136,7 @@ class WorkflowRunner:
                 handle.queue.put_nowait(event)
 
         executor = Executor(plan, context, pool, emit, inputs=request.inputs)
+        executor.state.created_by = request.creator
         self._running[handle.run_id] = executor
         try:
             await recorder.start(request.inputs)

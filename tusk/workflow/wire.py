@@ -70,6 +70,7 @@ def run_summary(run: RunState) -> dict[str, Any]:
         "elapsed_time": run.elapsed_time,
         "total_tokens": run.total_tokens,
         "total_steps": run.total_steps,
+        "created_by": run.created_by,
         "created_at": _seconds(run.created_at),
         "finished_at": _seconds(run.finished_at),
         "exceptions_count": run.exceptions_count,

@@ -234,7 +234,7 @@ async def run_draft(
         services.sessions,
         get_runner(request),
         app,
-        Caller("account", account.id, str(account.id)),
+        Caller("account", account.id, str(account.id), account.name, account.email),
         inputs=body.inputs,
         files=body.files,
         draft=True,
