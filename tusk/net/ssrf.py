@@ -15,6 +15,7 @@ hop is a new request through the same check.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import ssl
@@ -219,7 +220,8 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         resolver: Resolver = system_resolver,
         limits: httpx.Limits = POOL_LIMITS,
     ) -> None:
-        super().__init__(verify=verify, trust_env=False, limits=limits)
+        # One context per process and setting: loading the certificate store takes ~10 ms
+        super().__init__(verify=_ssl_context(verify), trust_env=False, limits=limits)
         if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
             # The pool is swapped below; if httpx ever changes how it keeps it, stop here
             # rather than run without the guard.
@@ -238,6 +240,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         return await super().handle_async_request(request)
 
 
+@functools.cache
 def _ssl_context(verify: bool) -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=verify, trust_env=False)
 
