@@ -273,3 +273,38 @@ async def test_stop_from_another_api_process(fresh_database: str) -> None:
         assert sse_events(reply.text)[-1]["data"]["status"] == "stopped"
         record = await one.get(f"/v1/workflows/run/{run_id}", headers=bearer(key))
         assert record.json()["status"] == "stopped"
+
+
+async def test_update_and_copy_an_app(fresh_database: str) -> None:
+    env = [{"id": "1", "name": "token", "value": "s3cret-value", "value_type": "secret"}]
+    the_graph = graph()
+    the_graph["nodes"][3]["data"]["outputs"].append(
+        {"variable": "t", "value_selector": ["env", "token"]}
+    )
+    async with api_client(fresh_database) as client:
+        token = await setup_and_login(client)
+        app_id = await workflow_app(
+            client, token, {"graph": the_graph, "features": {}, "environment_variables": env}
+        )
+        changed = await client.put(
+            f"/console/api/apps/{app_id}",
+            json={"name": "Renamed", "max_active_requests": 3},
+            headers=bearer(token),
+        )
+        assert (changed.json()["name"], changed.json()["max_active_requests"]) == ("Renamed", 3)
+        refused = await client.put(
+            f"/console/api/apps/{app_id}", json={"name": "  "}, headers=bearer(token)
+        )
+        assert_error(refused, 400, "invalid_param")
+        copied = await client.post(
+            f"/console/api/apps/{app_id}/copy", json={"name": "Twin"}, headers=bearer(token)
+        )
+        assert copied.status_code == 201, copied.text
+        twin = copied.json()
+        assert (twin["name"], twin["mode"]) == ("Twin", "workflow")
+        assert twin["id"] != app_id
+        key = await publish_with_key(client, token, twin["id"])
+        reply = await client.post(
+            "/v1/workflows/run", json={"inputs": {"name": "a"}, "user": "u"}, headers=bearer(key)
+        )
+        assert reply.json()["data"]["outputs"]["t"] == "s3cret-value"  # the secret came along

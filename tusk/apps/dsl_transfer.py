@@ -203,3 +203,15 @@ async def _model_config(db: AsyncSession, app: App) -> dict[str, Any]:
         query = query.where(AppModelConfig.id == app.app_model_config_id)
     found = (await db.execute(query.order_by(AppModelConfig.created_at.desc()))).scalars().first()
     return dict(found.config) if found is not None else {}
+
+
+async def copy_app(
+    db: AsyncSession, who: Importer, app: App, *, name: str | None, description: str | None
+) -> App:
+    """A new app of the same mode with the same draft (or model config), secrets included, made
+    the way Dify copies: through the app's DSL."""
+    text = await export_dsl(db, app, who.env_key, include_secret=True)
+    imported = read_dsl(text)
+    return await create_from(
+        db, who, imported, name=name or f"{app.name} (copy)", description=description
+    )

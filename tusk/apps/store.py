@@ -73,3 +73,37 @@ async def delete_app(db: AsyncSession, workspace_id: uuid.UUID, app_id: uuid.UUI
     query = delete(App).where(App.id == app_id, App.workspace_id == workspace_id)
     if not (await db.execute(query.returning(App.id))).first():
         raise NotFound("App not found.")
+
+
+@dataclass(frozen=True)
+class AppChanges:
+    """What the console may change of an app; None leaves a field as it is."""
+
+    name: str | None = None
+    description: str | None = None
+    icon_type: str | None = None
+    icon: str | None = None
+    icon_background: str | None = None
+    use_icon_as_answer_icon: bool | None = None
+    max_active_requests: int | None = None
+
+
+async def update_app(
+    db: AsyncSession, workspace_id: uuid.UUID, app_id: uuid.UUID, changes: AppChanges,
+    updated_by: uuid.UUID,
+) -> App:  # fmt: skip
+    app = await get_app(db, workspace_id, app_id)
+    if changes.name is not None:
+        _check(NewApp(name=changes.name, mode=app.mode))
+        app.name = changes.name.strip()
+    if changes.max_active_requests is not None and changes.max_active_requests < 0:
+        raise InvalidParam("max_active_requests must be 0 or more.", params="max_active_requests")
+    for field in ("description", "icon_type", "icon", "icon_background",
+                  "use_icon_as_answer_icon", "max_active_requests"):  # fmt: skip
+        value = getattr(changes, field)
+        if value is not None:
+            setattr(app, field, value)
+    app.updated_by = updated_by
+    await db.flush()
+    await db.refresh(app)
+    return app

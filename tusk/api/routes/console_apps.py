@@ -1,5 +1,4 @@
-"""Apps and their `app-` keys in the console (Dify's paths); fuller app editing comes with the
-apps layer."""
+"""Apps and their `app-` keys in the console (Dify's paths)."""
 
 from __future__ import annotations
 
@@ -7,11 +6,14 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
 
 from tusk.accounts import api_keys
 from tusk.api import serialize
 from tusk.api.deps import ConsoleUserDep, ServicesDep
 from tusk.apps import store
+from tusk.apps.dsl_transfer import Importer, copy_app
+from tusk.workflow.store import env_key
 
 router = APIRouter(prefix="/console/api/apps", tags=["console"])
 
@@ -43,6 +45,45 @@ async def list_apps(
 async def get_app(app_id: uuid.UUID, user: ConsoleUserDep, services: ServicesDep) -> dict[str, Any]:
     async with services.transaction() as db:
         return serialize.app(await store.get_app(db, user.workspace_id, app_id))
+
+
+class AppUpdate(BaseModel):
+    name: str | None = Field(None, max_length=255)
+    description: str | None = Field(None, max_length=4000)
+    icon_type: str | None = None
+    icon: str | None = None
+    icon_background: str | None = None
+    use_icon_as_answer_icon: bool | None = None
+    max_active_requests: int | None = None
+
+
+@router.put("/{app_id}")
+async def update_app(
+    app_id: uuid.UUID, body: AppUpdate, user: ConsoleUserDep, services: ServicesDep
+) -> dict[str, Any]:
+    user.require_editor()
+    changes = store.AppChanges(**body.model_dump())
+    async with services.transaction() as db:
+        app = await store.update_app(db, user.workspace_id, app_id, changes, user.account.id)
+        return serialize.app(app)
+
+
+class AppCopy(BaseModel):
+    name: str | None = Field(None, max_length=255)
+    description: str | None = Field(None, max_length=4000)
+
+
+@router.post("/{app_id}/copy", status_code=201)
+async def copy(
+    app_id: uuid.UUID, user: ConsoleUserDep, services: ServicesDep, body: AppCopy | None = None
+) -> dict[str, Any]:
+    user.require_editor()
+    given = body or AppCopy()
+    who = Importer(user.workspace_id, user.account.id, env_key(services.runtime.secret_key))
+    async with services.transaction() as db:
+        source = await store.get_app(db, user.workspace_id, app_id)
+        made = await copy_app(db, who, source, name=given.name, description=given.description)
+        return serialize.app(made)
 
 
 @router.delete("/{app_id}", status_code=204)
