@@ -1,6 +1,7 @@
-"""Every Dify DSL file of the corpus (`/work/shared/dify-dsl`, when present) and of `tests/dsl/`
-imported over HTTP, and every workflow or chatflow whose nodes Tusk all runs, run end to end:
-the fake OpenAI server stands in for every model provider the files name, the Start form is
+"""Every Dify DSL file of the corpus (`../shared/dify-dsl` beside the repository, when present)
+and of `tests/dsl/` imported over HTTP, and every workflow or chatflow whose nodes Tusk all
+runs, run end to end: the fake OpenAI server stands in for every model provider the files name,
+the Start form is
 filled with plausible values (files uploaded through the console), and the run and one row per
 executed node must be in `workflow_runs` and `workflow_node_executions`.
 
@@ -50,7 +51,8 @@ from tusk.workflow.nodes.flow import StartVariable
 from tusk.workflow.providers import graph_model_refs, model_config_refs
 from tusk.workflow.runner import RunRequest, WorkflowRunner
 
-CORPUS = Path(os.environ.get("TUSK_DSL_CORPUS", "/work/shared/dify-dsl"))
+# The corpus lives beside the repository, in ../shared/dify-dsl, where there is one.
+CORPUS = Path(os.environ.get("TUSK_DSL_CORPUS", Path(__file__).parents[3] / "shared" / "dify-dsl"))
 FIXTURES = Path(__file__).parent.parent / "dsl"
 KEY = "sk-corpus-runs"
 PROVIDERS = "/console/api/workspaces/current/model-providers"

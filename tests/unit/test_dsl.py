@@ -27,7 +27,7 @@ from tusk.workflow.providers import (
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "dsl"
-CORPUS = Path("/work/shared/dify-dsl")
+CORPUS = Path(__file__).parents[3] / "shared" / "dify-dsl"  # beside the repository, if there
 MODES = {"workflow", "advanced-chat", "chat", "agent-chat", "completion"}
 
 
