@@ -1,9 +1,8 @@
 """Every Dify DSL file of the corpus (`../shared/dify-dsl` beside the repository, when present)
 and of `tests/dsl/` imported over HTTP, and every workflow or chatflow whose nodes Tusk all
 runs, run end to end: the fake OpenAI server stands in for every model provider the files name,
-the Start form is
-filled with plausible values (files uploaded through the console), and the run and one row per
-executed node must be in `workflow_runs` and `workflow_node_executions`.
+the Start form is filled with plausible values (files uploaded through the console), and the run
+and one row per executed node must be in `workflow_runs` and `workflow_node_executions`.
 
 Each file's expected outcome is in EXPECTED (what was measured, with the reason when a run does
 not succeed). With `TUSK_CORPUS_REPORT=FILE`, the measured results are also written to FILE as a
