@@ -4,6 +4,7 @@ workflow logs with their filters, the console's logs with totals, and file uploa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -359,8 +360,12 @@ async def test_chat_app_parameters_come_from_its_model_config(fresh_database: st
         form = [{"paragraph": {"variable": "topic", "label": "Topic", "required": True}}]
         config = {"opening_statement": "Ask me", "suggested_questions": ["Why?"],
                   "user_input_form": form, "speech_to_text": {"enabled": True}}  # fmt: skip
-        await configure(fresh_database, app_id, config)
-        params = (await client.get("/v1/parameters", headers=h)).json()
+        await configure(fresh_database, app_id, config)  # as another process would
+        # API processes learn of another's change when its notification arrives (milliseconds)
+        async with asyncio.timeout(5):
+            while (answer := await client.get("/v1/parameters", headers=h)).status_code != 200:
+                await asyncio.sleep(0.01)
+        params = answer.json()
         assert set(params) == PARAMETER_KEYS
         assert params["user_input_form"] == form
         assert (params["opening_statement"], params["suggested_questions"]) == ("Ask me", ["Why?"])

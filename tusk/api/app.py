@@ -34,6 +34,7 @@ from tusk.api.routes import (
     system,
     workflows,
 )
+from tusk.apps.cache import AppCache
 from tusk.apps.tasks import TaskRegistry
 from tusk.config import Settings
 from tusk.runtime import Runtime
@@ -96,9 +97,12 @@ def create_app(runtime: Runtime) -> FastAPI:
             app.state.services = services
             app.state.workflows = runner = workflow_runner(services)
             app.state.tasks = tasks = TaskRegistry(services.sessions, services.broker)
+            app.state.app_cache = cache = AppCache()
+            cache.watch_writes(services.engine)
             stops = [
                 asyncio.create_task(runner.follow_stops()),
                 asyncio.create_task(tasks.follow_stops()),
+                asyncio.create_task(cache.follow_changes(services.broker)),
             ]
             # What start-up allocated lives as long as the process: moving it out of the
             # collector's reach shortens the full collections that pause every stream.

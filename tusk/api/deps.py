@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from tusk.accounts import api_keys
 from tusk.accounts.service import ConsoleUser, console_user
+from tusk.apps.cache import AppCache
 from tusk.db.models import App
 from tusk.errors import Forbidden, Unauthorized
 from tusk.services import Services
@@ -21,7 +22,12 @@ def get_services(request: Request) -> Services:
     return services
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+async def _services(request: Request) -> Services:
+    # async: FastAPI runs a plain function dependency in its thread pool, a hop per request
+    return get_services(request)
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
 
 
 def bearer_token(request: Request) -> str:
@@ -49,12 +55,16 @@ class AppCaller:
         return self.app.workspace_id
 
 
+def get_app_cache(request: Request) -> AppCache:
+    cache = request.app.state.app_cache
+    assert isinstance(cache, AppCache)
+    return cache
+
+
 async def get_app_caller(request: Request, services: ServicesDep) -> AppCaller:
     token = bearer_token(request)
-    async with services.transaction() as db:
-        key = await api_keys.resolve_key(db, token, "app")
-        app = await db.get(App, key.app_id)
-    if app is None or app.workspace_id != key.workspace_id:
+    app, workspace_id = await get_app_cache(request).app_for_key(services.sessions, token)
+    if app is None or app.workspace_id != workspace_id:
         raise Forbidden("The app no longer exists.")
     if app.status != "normal":
         raise Forbidden("The app's status is abnormal.")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,38 +26,32 @@ from tusk.agent.records import save_steps
 from tusk.agent.strategies import DEFAULT_MAX_ITERATIONS, strategy_name
 from tusk.agent.toolbox import AgentTool, ToolRef, load_tool, tool_context, unique
 from tusk.apps import naming
+from tusk.apps.cache import AppCache
 from tusk.apps.chat_wire import ChatIds, blocking_body, error_chunk, message_end
 from tusk.apps.conversations import (
     ConversationHistory,
     Outcome,
-    Speaker,
     finish_message,
-    new_message,
-    open_conversation,
 )
 from tusk.apps.easy_app import HISTORY_TURNS, GenerationFailed, wire_error
-from tusk.apps.easy_config import AppUnavailable, EasyConfig, Lenient, form_variables, read_config
+from tusk.apps.easy_config import AppUnavailable, EasyConfig, Lenient
 from tusk.apps.easy_knowledge import retrieve
 from tusk.apps.easy_model import app_model_name, open_model
 from tusk.apps.message_files import (
     NO_FILES,
     ChatFiles,
-    file_rules,
     query_with_documents,
-    record_files,
-    request_files,
     with_image_parts,
 )
 from tusk.apps.moderation import input_verdict, keyword_rules
 from tusk.apps.prompting import PromptInput, build_prompt
 from tusk.apps.tasks import TaskRegistry
-from tusk.db.models import App, AppModelConfig, Message
+from tusk.apps.turns import TurnRequest, open_turn, turn_ids
+from tusk.db.models import App, Message
 from tusk.errors import TuskError
 from tusk.models.prices import price_of
 from tusk.models.runtime import ModelRuntime
 from tusk.models.types import Message as ChatMessage
-from tusk.workflow.files import UploadResolver
-from tusk.workflow.inputs import check_inputs
 from tusk.workflow.nodes.base import NodeError
 from tusk.workflow.nodes.models import request_parameters
 from tusk.workflow.runner import WorkflowRunner
@@ -123,16 +116,10 @@ class AgentDeps:
     models: ModelRuntime
     tasks: TaskRegistry
     runner: WorkflowRunner  # its resources run the tools; workflow tools run through it
+    cache: AppCache | None = None  # the API process's; None reads everything from the database
 
 
-@dataclass
-class AgentRequest:
-    query: str
-    inputs: Any
-    speaker: Speaker
-    conversation_id: str | None = None
-    auto_generate_name: bool = True
-    files: Any = None  # Dify's file mappings
+AgentRequest = TurnRequest
 
 
 @dataclass(frozen=True)
@@ -148,65 +135,23 @@ class Setup:
     files: ChatFiles = NO_FILES
 
 
-async def _document(db: AsyncSession, app: App, config_id: uuid.UUID | None) -> dict[str, Any]:
-    row = await db.get(AppModelConfig, config_id) if config_id else None
-    if row is None or row.app_id != app.id:
-        raise AppUnavailable(
-            "The app has no model configuration yet: save one in the console "
-            "(POST /console/api/apps/{app_id}/model-config)."
-        )
-    return dict(row.config or {})
-
-
-async def _prepare(db: AsyncSession, app: App, request: AgentRequest) -> Setup:
-    if request.conversation_id:
-        conversation = await open_conversation(
-            db, app, request.speaker, request.conversation_id, {}
-        )
-        document = await _document(db, app, conversation.app_model_config_id)
-        config = read_config(document)
-        inputs = dict(conversation.inputs)
-    else:
-        document = await _document(db, app, app.app_model_config_id)
-        config = read_config(document)
-        resolve = UploadResolver(db, app.workspace_id)
-        inputs = await check_inputs(form_variables(config), request.inputs, resolve)
-        conversation = await open_conversation(db, app, request.speaker, None, inputs)
-    rules = file_rules(document)
-    files = await request_files(db, app.workspace_id, rules, request.files)
-    message = await new_message(
-        db, conversation, request.speaker, query=request.query, inputs=inputs
-    )
-    message.agent_based = True
-    shown = await record_files(db, message, files)
-    first = not request.conversation_id
-    return Setup(
-        app,
-        config,
-        agent_mode(document),
-        message,
-        inputs,
-        request.query,
-        first,
-        request.auto_generate_name,
-        ChatFiles(files, rules.detail if rules else "high", shown),
-    )
-
-
 async def start_turn(deps: AgentDeps, app: App, request: AgentRequest) -> AgentTurn:
     if app.mode != "agent-chat":
         raise AppUnavailable("Please check if your app mode matches the right API route.")
     async with deps.sessions.begin() as db:
-        setup = await _prepare(db, app, request)
-    message = setup.message
-    ids = ChatIds(
-        task_id=str(uuid.uuid4()),
-        message_id=str(message.id),
-        conversation_id=str(message.conversation_id),
-        created_at=int(message.created_at.timestamp()),
-        mode=app.mode,
+        opened = await open_turn(db, app, request, deps.cache, agent_based=True)
+    setup = Setup(
+        app,
+        opened.config,
+        agent_mode(opened.document),
+        opened.message,
+        opened.inputs,
+        request.query,
+        opened.first_turn,
+        request.auto_generate_name,
+        opened.files,
     )
-    turn = AgentTurn(deps, setup, ids)
+    turn = AgentTurn(deps, setup, turn_ids(app, opened.message))
     turn.start()
     return turn
 

@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -30,7 +30,11 @@ from tusk.errors import InvalidParam, NotFound, TuskError
 from tusk.models.runtime import ModelRuntime
 from tusk.rag.indexing import halfvec_literal
 
+if TYPE_CHECKING:
+    from tusk.apps.cache import AppCache
+
 log = logging.getLogger(__name__)
+Sessions = async_sessionmaker[AsyncSession]
 
 ACTIONS = ("enable", "disable")
 REPLY_MODES = ("chat", "agent-chat", "advanced-chat")
@@ -78,6 +82,20 @@ def model_name(provider: str, model: str) -> str:
 
 def setting_model(setting: AppAnnotationSetting) -> str:
     return model_name(setting.embedding_provider_name, setting.embedding_model_name)
+
+
+@dataclass(frozen=True)
+class ReplyMatch:
+    """What answering from annotations needs of an enabled setting."""
+
+    model: str
+    threshold: float
+
+
+def reply_match_of(setting: AppAnnotationSetting | None) -> ReplyMatch | None:
+    if setting is None or not setting.enabled:
+        return None
+    return ReplyMatch(setting_model(setting), setting.score_threshold)
 
 
 # --- shapes ------------------------------------------------------------------------------------
@@ -440,19 +458,24 @@ class Hit:
     score: float
 
 
-async def _nearest(
-    sessions: async_sessionmaker[AsyncSession], models: ModelRuntime, app: App, query: str
-) -> Hit | None:
+async def _reply_match(sessions: Sessions, app: App, cache: AppCache | None) -> ReplyMatch | None:
+    if cache is not None:
+        return await cache.reply_match(sessions, app)
     async with sessions() as db:
-        setting = await setting_of(db, app)
-    if setting is None or not setting.enabled:
+        return reply_match_of(await setting_of(db, app))
+
+
+async def _nearest(
+    sessions: Sessions, models: ModelRuntime, app: App, query: str, cache: AppCache | None
+) -> Hit | None:
+    match = await _reply_match(sessions, app, cache)
+    if match is None:
         return None
-    name = setting_model(setting)
-    vector = halfvec_literal((await _embed(models, app, name, [query]))[0])
-    params = {"vector": vector, "app_id": app.id, "model": name}
+    vector = halfvec_literal((await _embed(models, app, match.model, [query]))[0])
+    params = {"vector": vector, "app_id": app.id, "model": match.model}
     async with sessions() as db:
         row = (await db.execute(NEAREST, params)).first()
-    if row is None or not close_enough(row.score, setting.score_threshold):
+    if row is None or not close_enough(row.score, match.threshold):
         return None
     return Hit(row.id, float(row.score))
 
@@ -500,14 +523,16 @@ async def reply_from_annotations(
     app: App,
     message: Message,
     query: str,
+    cache: AppCache | None = None,
 ) -> AnnotationReply | None:
     """The annotation that answers `query`, when the app's reply is on and one is close enough;
     the hit is recorded against `message`. A failure (of the embedding model, say) is logged and
-    the query goes to the model, as in Dify."""
+    the query goes to the model, as in Dify. With a `cache`, whether the reply is on is read
+    from it."""
     if app.mode not in REPLY_MODES or not query.strip():
         return None
     try:
-        hit = await _nearest(sessions, models, app, query)
+        hit = await _nearest(sessions, models, app, query, cache)
         if hit is None:
             return None
         async with sessions.begin() as db:

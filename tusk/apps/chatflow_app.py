@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tusk.apps.chat_wire import ChatIds, blocking_body, message_chunk, message_end, workflow_chunk
@@ -29,7 +28,7 @@ from tusk.apps.conversations import (
 from tusk.apps.message_files import record_files
 from tusk.apps.tasks import TaskRegistry
 from tusk.apps.workflow_app import pick_workflow, start_form, system_files
-from tusk.db.models import App, Conversation, Message, Workflow
+from tusk.db.models import App, Message, Workflow
 from tusk.errors import TuskError
 from tusk.workflow.events import Event, NodeFinished, TextChunk, WorkflowFinished
 from tusk.workflow.files import UploadResolver
@@ -125,15 +124,10 @@ class Turn:
             metadata=self.metadata(),
             workflow_run_id=self.handle.run_id,
         )
-        await finish_message(self.sessions, self.message, outcome)
+        variables = None
         if state is not None and self.handle.pool is not None:
             variables = dict(self.handle.pool.outputs(CONVERSATION))
-            async with self.sessions.begin() as db:
-                await db.execute(
-                    update(Conversation)
-                    .where(Conversation.id == self.message.conversation_id)
-                    .values(variables=variables)
-                )
+        await finish_message(self.sessions, self.message, outcome, variables=variables)
 
     async def blocking(self) -> dict[str, Any]:
         failure: dict[str, Any] | None = None
@@ -159,7 +153,9 @@ async def start_turn(
     if app.mode != "advanced-chat":
         raise NotChatApp("Please check if your app mode matches the right API route.")
     async with sessions.begin() as db:
-        workflow = await pick_workflow(db, app, version=request.version, draft=request.draft)
+        workflow = await pick_workflow(
+            db, app, version=request.version, draft=request.draft, runner=runner
+        )
         plan = runner.plan(app, workflow)
         resolve = UploadResolver(db, app.workspace_id)
         form: Sequence[Any] = start_form(plan)
@@ -173,7 +169,12 @@ async def start_turn(
             conversation = await open_conversation(db, app, request.speaker, None, inputs)
         files = await system_files(request.files, resolve)
         message = await new_message(
-            db, conversation, request.speaker, query=request.query, inputs=inputs
+            db,
+            conversation,
+            request.speaker,
+            query=request.query,
+            inputs=inputs,
+            new_conversation=not request.conversation_id,
         )
         await record_files(db, message, files)  # the user's files, kept with the message
         variables = {**initial_variables(workflow), **(conversation.variables or {})}

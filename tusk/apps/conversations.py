@@ -90,17 +90,20 @@ async def new_message(
     *,
     query: str,
     inputs: dict[str, Any],
+    new_conversation: bool = False,
+    agent_based: bool = False,
 ) -> Message:
     """The message of this turn, answered later by `finish_message`; its parent is the
-    conversation's last message, as Dify threads them."""
-    parent = (
-        await db.execute(
+    conversation's last message, as Dify threads them (a new conversation has none)."""
+    parent = None
+    if not new_conversation:
+        last = (
             select(Message.id)
             .where(Message.conversation_id == conversation.id)
             .order_by(Message.created_at.desc())
             .limit(1)
         )
-    ).scalar()
+        parent = (await db.execute(last)).scalar()
     message = Message(
         workspace_id=conversation.workspace_id,
         app_id=conversation.app_id,
@@ -111,10 +114,10 @@ async def new_message(
         from_source=speaker.source,
         from_end_user_id=speaker.end_user_id,
         from_account_id=speaker.account_id,
+        agent_based=agent_based,
     )
     db.add(message)
-    await db.flush()
-    await db.refresh(message)
+    await db.flush()  # the insert returns the server's defaults (id, created_at): no re-read
     return message
 
 
@@ -135,9 +138,18 @@ class Outcome:
 
 
 async def finish_message(
-    sessions: async_sessionmaker[AsyncSession], message: Message, outcome: Outcome
+    sessions: async_sessionmaker[AsyncSession],
+    message: Message,
+    outcome: Outcome,
+    *,
+    variables: dict[str, Any] | None = None,
 ) -> None:
-    """Store the answer and count the turn, in one transaction."""
+    """Store the answer and count the turn (and keep a chatflow's conversation variables), in
+    one transaction."""
+    now = datetime.now(UTC)
+    counted: dict[str, Any] = {"dialogue_count": Conversation.dialogue_count + 1, "updated_at": now}
+    if variables is not None:
+        counted["variables"] = variables
     async with sessions.begin() as db:
         await db.execute(
             update(Message)
@@ -154,13 +166,11 @@ async def finish_message(
                 provider_response_latency=outcome.latency,
                 message_metadata=outcome.metadata or {},
                 workflow_run_id=outcome.workflow_run_id,
-                updated_at=datetime.now(UTC),
+                updated_at=now,
             )
         )
         await db.execute(
-            update(Conversation)
-            .where(Conversation.id == message.conversation_id)
-            .values(dialogue_count=Conversation.dialogue_count + 1, updated_at=datetime.now(UTC))
+            update(Conversation).where(Conversation.id == message.conversation_id).values(counted)
         )
 
 

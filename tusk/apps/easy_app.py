@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,16 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tusk.apps import annotations as annotation_reply
 from tusk.apps import naming
+from tusk.apps.cache import AppCache
 from tusk.apps.chat_wire import ChatIds, blocking_body, error_chunk, message_chunk, message_end
 from tusk.apps.conversations import (
     ConversationHistory,
     Outcome,
-    Speaker,
     finish_message,
-    new_message,
-    open_conversation,
 )
-from tusk.apps.easy_config import AppUnavailable, EasyConfig, form_variables, read_config
+from tusk.apps.easy_config import AppUnavailable, EasyConfig
 from tusk.apps.easy_knowledge import Knowledge, retrieve
 from tusk.apps.easy_model import (
     app_model_name,
@@ -45,23 +42,19 @@ from tusk.apps.easy_model import (
 from tusk.apps.message_files import (
     NO_FILES,
     ChatFiles,
-    file_rules,
     query_with_documents,
-    record_files,
-    request_files,
     with_image_parts,
 )
 from tusk.apps.moderation import input_verdict, keyword_rules, output_verdict
 from tusk.apps.prompting import Prompt, PromptInput, build_prompt
 from tusk.apps.tasks import TaskRegistry
-from tusk.db.models import App, AppModelConfig, Message
+from tusk.apps.turns import TurnRequest, open_turn, turn_ids
+from tusk.db.models import App, Message
 from tusk.errors import TuskError
 from tusk.models.base import ChatModel
 from tusk.models.runtime import ModelRuntime
 from tusk.models.types import Message as ChatMessage
 from tusk.workflow.context import Resources
-from tusk.workflow.files import UploadResolver
-from tusk.workflow.inputs import check_inputs
 from tusk.workflow.nodes.base import NodeError
 from tusk.workflow.nodes.models import Reply, request_parameters
 
@@ -111,16 +104,10 @@ class EasyDeps:
     models: ModelRuntime
     tasks: TaskRegistry
     resources: Resources | None = None  # reads the files sent with a message
+    cache: AppCache | None = None  # the API process's; None reads everything from the database
 
 
-@dataclass
-class EasyRequest:
-    query: str
-    inputs: Any
-    speaker: Speaker
-    conversation_id: str | None = None
-    auto_generate_name: bool = True
-    files: Any = None  # Dify's file mappings
+EasyRequest = TurnRequest
 
 
 @dataclass(frozen=True)
@@ -137,61 +124,22 @@ class Setup:
     files: ChatFiles = NO_FILES
 
 
-async def _config_document(
-    db: AsyncSession, app: App, config_id: uuid.UUID | None
-) -> dict[str, Any]:
-    row = await db.get(AppModelConfig, config_id) if config_id else None
-    if row is None or row.app_id != app.id:
-        raise AppUnavailable(
-            "The app has no model configuration yet: save one in the console "
-            "(POST /console/api/apps/{app_id}/model-config)."
-        )
-    return dict(row.config or {})
-
-
-async def _prepare(db: AsyncSession, app: App, request: EasyRequest) -> Setup:
-    """The conversation (an existing one keeps its inputs and the config it started with) and
-    the message of this turn."""
-    if request.conversation_id and app.mode == "chat":
-        conversation = await open_conversation(
-            db, app, request.speaker, request.conversation_id, {}
-        )
-        document = await _config_document(db, app, conversation.app_model_config_id)
-        config = read_config(document)
-        inputs = dict(conversation.inputs)
-    else:
-        document = await _config_document(db, app, app.app_model_config_id)
-        config = read_config(document)
-        resolve = UploadResolver(db, app.workspace_id)
-        inputs = await check_inputs(form_variables(config), request.inputs, resolve)
-        conversation = await open_conversation(db, app, request.speaker, None, inputs)
-    rules = file_rules(document)
-    files = await request_files(db, app.workspace_id, rules, request.files)
-    message = await new_message(
-        db, conversation, request.speaker, query=request.query, inputs=inputs
-    )
-    shown = await record_files(db, message, files)
-    chat_files = ChatFiles(files, rules.detail if rules else "high", shown)
-    first = not request.conversation_id and app.mode == "chat"
-    return Setup(
-        app, config, message, inputs, request.query, first, request.auto_generate_name, chat_files
-    )
-
-
 async def start_generation(deps: EasyDeps, app: App, request: EasyRequest) -> Generation:
     if app.mode not in EASY_MODES:
         raise AppUnavailable("Please check if your app mode matches the right API route.")
     async with deps.sessions.begin() as db:
-        setup = await _prepare(db, app, request)
-    message = setup.message
-    ids = ChatIds(
-        task_id=str(uuid.uuid4()),
-        message_id=str(message.id),
-        conversation_id=str(message.conversation_id),
-        created_at=int(message.created_at.timestamp()),
-        mode=app.mode,
+        opened = await open_turn(db, app, request, deps.cache)
+    setup = Setup(
+        app,
+        opened.config,
+        opened.message,
+        opened.inputs,
+        request.query,
+        opened.first_turn,
+        request.auto_generate_name,
+        opened.files,
     )
-    generation = Generation(deps, setup, ids)
+    generation = Generation(deps, setup, turn_ids(app, opened.message))
     generation.start()
     return generation
 
@@ -248,8 +196,9 @@ class Generation:
             await self._end("normal")
             return
         reply = await annotation_reply.reply_from_annotations(
-            self.deps.sessions, self.deps.models, setup.app, setup.message, setup.query
-        )
+            self.deps.sessions, self.deps.models, setup.app, setup.message, setup.query,
+            self.deps.cache,
+        )  # fmt: skip
         if reply is not None:
             self.answer, self.annotation_reply = reply.answer, reply.metadata
             self._put(message_chunk(self.ids, reply.answer))

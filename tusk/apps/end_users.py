@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import Table, select, union_all
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,8 @@ def user_param(user: object, *, required: bool = True) -> str:
 
 
 async def end_user(db: AsyncSession, app: App, session_id: str) -> EndUser:
+    """The end user, made on first use, in one statement (a second only when another
+    transaction made it at the same moment and this statement's snapshot cannot see it)."""
     values = {
         "workspace_id": app.workspace_id,
         "app_id": app.id,
@@ -29,6 +31,13 @@ async def end_user(db: AsyncSession, app: App, session_id: str) -> EndUser:
         "external_user_id": session_id,
         "is_anonymous": session_id == ANONYMOUS,
     }
-    await db.execute(insert(EndUser).values(**values).on_conflict_do_nothing())
-    query = select(EndUser).where(EndUser.app_id == app.id, EndUser.session_id == session_id)
-    return (await db.execute(query)).scalar_one()
+    table = EndUser.__table__
+    assert isinstance(table, Table)
+    made = insert(table).values(**values).on_conflict_do_nothing().returning(*table.c).cte()
+    stored = select(table).where(EndUser.app_id == app.id, EndUser.session_id == session_id)
+    either = union_all(select(made), stored).limit(1)
+    found = (await db.execute(select(EndUser).from_statement(either))).scalar_one_or_none()
+    if found is None:
+        found = (await db.execute(select(EndUser).from_statement(stored))).scalar_one()
+    assert isinstance(found, EndUser)
+    return found

@@ -52,10 +52,19 @@ def start_form(plan: Plan) -> Sequence[StartVariable]:
 
 
 async def pick_workflow(
-    db: AsyncSession, app: App, *, version: uuid.UUID | None, draft: bool
+    db: AsyncSession,
+    app: App,
+    *,
+    version: uuid.UUID | None,
+    draft: bool,
+    runner: WorkflowRunner | None = None,
 ) -> Workflow:
+    """The draft, a chosen version, or the published one; published versions through the
+    runner's copies when one is given."""
     if draft:
         return await store.get_draft(db, app.workspace_id, app.id)
+    if runner is not None:
+        return await (runner.version(db, app, version) if version else runner.published(db, app))
     if version is not None:
         return await store.get_version(db, app.workspace_id, app.id, version)
     return await store.get_published(db, app)
@@ -75,7 +84,7 @@ async def start_run(
     if app.mode != "workflow":
         raise NotWorkflowApp("Please check if your app mode matches the right API route.")
     async with sessions.begin() as db:
-        workflow = await pick_workflow(db, app, version=version, draft=draft)
+        workflow = await pick_workflow(db, app, version=version, draft=draft, runner=runner)
         plan = runner.plan(app, workflow)
         resolve = UploadResolver(db, app.workspace_id)
         checked = await check_inputs(start_form(plan), inputs or {}, resolve)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tusk.db.models import WorkflowNodeExecution, WorkflowRun
@@ -57,6 +57,9 @@ class RunMeta:
     created_by: uuid.UUID | None
 
 
+_NOT_WAITING_FOR_DISK = text("SET LOCAL synchronous_commit = off")
+
+
 def _timestamp(seconds: float | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
 
@@ -86,8 +89,14 @@ class RunRecorder:
     # --- the run's life ------------------------------------------------------------------
 
     async def start(self, inputs: Mapping[str, Any]) -> None:
+        """Insert the run's row, status `running`. It is only a marker until `finish` writes
+        the outcome, so its commit does not wait for the disk: a crash in the next fraction of
+        a second may lose it, along with the run it marks; `finish`'s durable commit flushes it
+        (WAL is written in order), and a run that outlives the WAL writer's delay is on disk
+        for the sweeper to find."""
         meta = self.meta
         async with self.sessions.begin() as db:
+            await db.execute(_NOT_WAITING_FOR_DISK)
             await db.execute(
                 insert(WorkflowRun).values(
                     id=self.run_id,
@@ -228,10 +237,13 @@ class RunRecorder:
         """The value as stored in its row: itself, or a preview with the full value in storage."""
         if value is None:
             return None
-        text = json.dumps(value, ensure_ascii=False, default=str)
-        if len(text) <= MAX_STORED_JSON:
-            return json.loads(text)  # plain JSON: what the row stores is what a reader gets
+        try:  # plain JSON is stored as it is: the driver writes it the same way
+            encoded, plain = json.dumps(value, ensure_ascii=False), True
+        except TypeError:  # dates, UUIDs, ... are kept as their text
+            encoded, plain = json.dumps(value, ensure_ascii=False, default=str), False
+        if len(encoded) <= MAX_STORED_JSON:
+            return value if plain else json.loads(encoded)
         key = f"workflow_runs/{self.meta.workspace_id}/{self.run_id}/{where}/{name}.json"
-        await self.storage.put(key, _one(text.encode()))
-        return {"__truncated__": True, "storage_key": key, "size": len(text),
-                "preview": text[:PREVIEW_CHARS]}  # fmt: skip
+        await self.storage.put(key, _one(encoded.encode()))
+        return {"__truncated__": True, "storage_key": key, "size": len(encoded),
+                "preview": encoded[:PREVIEW_CHARS]}  # fmt: skip

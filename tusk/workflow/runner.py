@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from tusk.db import pubsub
 from tusk.db.models import App, Workflow
 from tusk.db.pubsub import Broker
@@ -24,7 +26,14 @@ from tusk.workflow.events import Event, RunFailed, WorkflowFinished
 from tusk.workflow.executor import Executor
 from tusk.workflow.plan import Plan
 from tusk.workflow.recorder import RunMeta, RunRecorder
-from tusk.workflow.store import DRAFT, engine_mode, environment_values, plan_of
+from tusk.workflow.store import (
+    DRAFT,
+    WorkflowNotPublished,
+    engine_mode,
+    environment_values,
+    get_version,
+    plan_of,
+)
 from tusk.workflow.variables import VariablePool
 
 log = logging.getLogger(__name__)
@@ -73,6 +82,7 @@ class WorkflowRunner:
         self.env_key = env_key
         self.limits = Limits.from_settings(resources.settings)
         self._plans: OrderedDict[tuple[uuid.UUID, float], Plan] = OrderedDict()
+        self._versions: OrderedDict[uuid.UUID, Workflow] = OrderedDict()
         self._running: dict[uuid.UUID, Executor] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -91,6 +101,26 @@ class WorkflowRunner:
         else:
             self._plans.move_to_end(key)
         return plan
+
+    async def version(self, db: AsyncSession, app: App, workflow_id: uuid.UUID) -> Workflow:
+        """A published version of the app's workflow. Versions are never changed once
+        published, so each is read from the database once (the app's current version is named
+        by the app row, which callers read fresh or from a cache that follows changes)."""
+        found = self._versions.get(workflow_id)
+        if found is None or found.app_id != app.id or found.workspace_id != app.workspace_id:
+            found = await get_version(db, app.workspace_id, app.id, workflow_id)
+            db.expunge(found)  # kept as loaded, whatever becomes of this transaction
+            self._versions[workflow_id] = found
+            if len(self._versions) > PLANS_KEPT:
+                self._versions.popitem(last=False)
+        else:
+            self._versions.move_to_end(workflow_id)
+        return found
+
+    async def published(self, db: AsyncSession, app: App) -> Workflow:
+        if app.workflow_id is None:
+            raise WorkflowNotPublished("Workflow not published.")
+        return await self.version(db, app, app.workflow_id)
 
     # --- runs ----------------------------------------------------------------------------
 

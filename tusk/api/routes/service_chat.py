@@ -8,12 +8,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from tusk.api.deps import AppCallerDep, ServicesDep
+from tusk.api.deps import AppCallerDep, ServicesDep, get_app_cache
 from tusk.api.routes.workflows import get_runner
 from tusk.api.sse import sse_response
 from tusk.apps import agent_app, chatflow_app, easy_app
 from tusk.apps.conversations import Speaker, query_param
-from tusk.apps.end_users import end_user, user_param
+from tusk.apps.end_users import user_param
 from tusk.apps.limits import concurrency_limited
 from tusk.apps.tasks import TaskRegistry
 from tusk.db.models import App
@@ -33,7 +33,11 @@ def get_tasks(request: Request) -> TaskRegistry:
 
 def easy_deps(services: Services, request: Request) -> easy_app.EasyDeps:
     return easy_app.EasyDeps(
-        services.sessions, services.models, get_tasks(request), get_runner(request).resources
+        services.sessions,
+        services.models,
+        get_tasks(request),
+        get_runner(request).resources,
+        get_app_cache(request),
     )
 
 
@@ -54,10 +58,9 @@ class ChatBody(BaseModel):
     workflow_id: str | None = None
 
 
-async def _speaker(services: Services, app: App, user: str) -> Speaker:
-    async with services.transaction() as db:
-        who = await end_user(db, app, user)
-    return Speaker(end_user_id=who.id)
+async def _speaker(services: Services, request: Request, app: App, user: str) -> Speaker:
+    who = await get_app_cache(request).end_user_id(services.sessions, app, user)
+    return Speaker(end_user_id=who)
 
 
 @router.post("/chat-messages")
@@ -70,7 +73,7 @@ async def chat_messages(
         raise chatflow_app.NotChatApp(WRONG_ROUTE)
     user = user_param(body.user)
     query = query_param(body.query)
-    speaker = await _speaker(services, app, user)
+    speaker = await _speaker(services, request, app, user)
     if app.mode == "chat":
         chat = easy_app.EasyRequest(
             query=query,
@@ -84,7 +87,11 @@ async def chat_messages(
         return await respond(generation, body.response_mode)
     if app.mode == "agent-chat":
         deps = agent_app.AgentDeps(
-            services.sessions, services.models, get_tasks(request), get_runner(request)
+            services.sessions,
+            services.models,
+            get_tasks(request),
+            get_runner(request),
+            get_app_cache(request),
         )
         ask = agent_app.AgentRequest(
             query,
@@ -140,7 +147,7 @@ async def completion_messages(
     completion = easy_app.EasyRequest(
         query=body.query.replace("\x00", ""),
         inputs=body.inputs,
-        speaker=await _speaker(services, app, user),
+        speaker=await _speaker(services, request, app, user),
         auto_generate_name=False,
         files=body.files,
     )

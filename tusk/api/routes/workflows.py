@@ -12,11 +12,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from tusk.api import serialize
-from tusk.api.deps import AppCallerDep, ConsoleUserDep, ServicesDep
+from tusk.api.deps import AppCallerDep, ConsoleUserDep, ServicesDep, get_app_cache
 from tusk.api.sse import sse_response
 from tusk.apps import store as app_store
 from tusk.apps import workflow_app
-from tusk.apps.end_users import end_user, user_param
+from tusk.apps.end_users import user_param
 from tusk.apps.limits import concurrency_limited
 from tusk.apps.workflow_app import Caller
 from tusk.db.models import App
@@ -63,13 +63,12 @@ async def _service_run(
     version: uuid.UUID | None = None,
 ) -> Any:  # fmt: skip
     user = user_param(body.user)
-    async with services.transaction() as db:
-        who = await end_user(db, caller.app, user)
+    who = await get_app_cache(request).end_user_id(services.sessions, caller.app, user)
     handle = await workflow_app.start_run(
         services.sessions,
         get_runner(request),
         caller.app,
-        Caller("end_user", who.id, user),
+        Caller("end_user", who, user),
         inputs=body.inputs,
         files=body.files,
         version=version,
