@@ -150,13 +150,13 @@ async def test_a_warm_chat_message_asks_little_of_the_database(fresh_database: s
             event.remove(engine, "before_cursor_execute", count)
         assert answer.json()["answer"] == "hello"
         # key, app, end user, model config and annotation setting come from the cache: left are
-        # the conversation and message inserts, then the answer and the count (the usage row is
-        # written later, in a batch)
+        # the conversation and message inserts (committed without waiting for the disk), then
+        # the answer and the count in one statement (the usage row is written later, in a batch)
         assert statements == [
+            "SET LOCAL",
             "INSERT conversations",
             "INSERT messages",
-            "UPDATE messages",
-            "UPDATE conversations",
+            "WITH answered",
         ]
 
 

@@ -21,6 +21,7 @@ from tusk.apps.conversations import (
     ConversationHistory,
     Outcome,
     Speaker,
+    commit_without_waiting_for_disk,
     finish_message,
     new_message,
     open_conversation,
@@ -153,6 +154,7 @@ async def start_turn(
     if app.mode != "advanced-chat":
         raise NotChatApp("Please check if your app mode matches the right API route.")
     async with sessions.begin() as db:
+        await commit_without_waiting_for_disk(db)
         workflow = await pick_workflow(
             db, app, version=request.version, draft=request.draft, runner=runner
         )

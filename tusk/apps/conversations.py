@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tusk.db.models import App, Conversation, Message
@@ -121,6 +121,14 @@ async def new_message(
     return message
 
 
+async def commit_without_waiting_for_disk(db: AsyncSession) -> None:
+    """Let this transaction's commit return before its WAL is on disk. For the rows that open
+    a turn: the client waits for them before its first token, and the turn's end, committed
+    durably, flushes them with it (WAL is written in order). A crash in the fraction of a
+    second before the WAL writer flushes them loses the turn just begun, nothing else."""
+    await db.execute(text("SET LOCAL synchronous_commit = off"))
+
+
 @dataclass
 class Outcome:
     """How a turn ended, for its message row."""
@@ -147,31 +155,37 @@ async def finish_message(
     """Store the answer and count the turn (and keep a chatflow's conversation variables), in
     one transaction."""
     now = datetime.now(UTC)
+    answered = (
+        update(Message)
+        .where(Message.id == message.id)
+        .values(
+            answer=outcome.answer,
+            status=outcome.status,
+            error=outcome.error,
+            message_tokens=outcome.message_tokens,
+            answer_tokens=outcome.answer_tokens,
+            total_tokens=outcome.message_tokens + outcome.answer_tokens,
+            total_price=outcome.total_price,
+            currency=outcome.currency,
+            provider_response_latency=outcome.latency,
+            message_metadata=outcome.metadata or {},
+            workflow_run_id=outcome.workflow_run_id,
+            updated_at=now,
+        )
+        .returning(Message.conversation_id)
+        .cte("answered")
+    )
     counted: dict[str, Any] = {"dialogue_count": Conversation.dialogue_count + 1, "updated_at": now}
     if variables is not None:
         counted["variables"] = variables
+    # one statement: the conversation is counted only if the message was there to answer
+    both = (
+        update(Conversation)
+        .where(Conversation.id == select(answered.c.conversation_id).scalar_subquery())
+        .values(counted)
+    )
     async with sessions.begin() as db:
-        await db.execute(
-            update(Message)
-            .where(Message.id == message.id)
-            .values(
-                answer=outcome.answer,
-                status=outcome.status,
-                error=outcome.error,
-                message_tokens=outcome.message_tokens,
-                answer_tokens=outcome.answer_tokens,
-                total_tokens=outcome.message_tokens + outcome.answer_tokens,
-                total_price=outcome.total_price,
-                currency=outcome.currency,
-                provider_response_latency=outcome.latency,
-                message_metadata=outcome.metadata or {},
-                workflow_run_id=outcome.workflow_run_id,
-                updated_at=now,
-            )
-        )
-        await db.execute(
-            update(Conversation).where(Conversation.id == message.conversation_id).values(counted)
-        )
+        await db.execute(both)
 
 
 class ConversationHistory:

@@ -11,7 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tusk.apps.cache import AppCache
 from tusk.apps.chat_wire import ChatIds
-from tusk.apps.conversations import Speaker, new_message, open_conversation
+from tusk.apps.conversations import (
+    Speaker,
+    commit_without_waiting_for_disk,
+    new_message,
+    open_conversation,
+)
 from tusk.apps.easy_config import AppUnavailable, EasyConfig, form_variables, read_config
 from tusk.apps.message_files import ChatFiles, file_rules, record_files, request_files
 from tusk.db.models import App, AppModelConfig, Message
@@ -70,6 +75,7 @@ async def open_turn(
     """The conversation (an existing one keeps its inputs and the config it started with; a
     completion request always starts its own) and the message of this turn."""
     continuing = bool(request.conversation_id) and app.mode != "completion"
+    await commit_without_waiting_for_disk(db)
     if continuing:
         conversation = await open_conversation(
             db, app, request.speaker, request.conversation_id, {}
