@@ -4,6 +4,7 @@ as the model runtime raises them: each carries Dify's error code."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +64,9 @@ async def stream_reply(
                     reply.first_token = time.perf_counter() - started
                 reply.text += event.text
                 on_text(event.text)
+                # Let the reader send it: chunks that arrived together are otherwise all parsed
+                # (without a pause) before the first of them goes out.
+                await asyncio.sleep(0)
             elif isinstance(event, Usage):
                 reply.usage = event
             elif isinstance(event, Finish):
