@@ -42,25 +42,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, time
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import charset_normalizer
-import docx
-import pptx
-import pypdfium2  # type: ignore[import-untyped]
-import pypdfium2.raw as pdfium_c  # type: ignore[import-untyped]
-from docx.document import Document as WordDocument
-from docx.table import _Cell, _Row
-from docx.text.paragraph import Paragraph
-from pptx.shapes.autoshape import Shape
-from pptx.shapes.base import BaseShape
-from pptx.shapes.graphfrm import GraphicFrame
-from pptx.shapes.group import GroupShape
-from pptx.table import Table as SlideTable
-from python_calamine import CalamineWorkbook, SheetTypeEnum
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from tusk.rag.workbook_guard import WorkbookRefused, check_workbook, too_big
+
+# The PDF, Word, PowerPoint and Excel libraries (~30 MB) are imported by the readers that use
+# them, so a process that never reads such a file does not carry them.
+if TYPE_CHECKING:
+    from docx.document import Document as WordDocument
+    from docx.table import _Cell, _Row
+    from pptx.shapes.base import BaseShape
+    from pptx.table import Table as SlideTable
+    from python_calamine import CalamineWorkbook
 
 MAX_CHARS = 50_000_000
 # What an Office file may unpack to: a guard against zip bombs.
@@ -267,7 +263,6 @@ def _parse_json(text: str) -> Any:
 # PDF -------------------------------------------------------------------------------------------
 
 _PDFIUM = threading.Lock()  # PDFium is not thread-safe, and extraction may run in threads
-_PDF_LOCKED = (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY)
 
 
 def _read_pdf(data: bytes, kind: str) -> Extracted:
@@ -284,10 +279,13 @@ def _read_pdf(data: bytes, kind: str) -> Extracted:
 
 
 def _open_pdf(data: bytes) -> Any:
+    import pypdfium2  # type: ignore[import-untyped]
+    import pypdfium2.raw as pdfium_c  # type: ignore[import-untyped]
+
     try:
         return pypdfium2.PdfDocument(data)
     except pypdfium2.PdfiumError as error:
-        if error.err_code in _PDF_LOCKED:
+        if error.err_code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
             raise ExtractionError(PDF_PROTECTED) from None
         raise
 
@@ -326,6 +324,8 @@ def _too_big() -> ExtractionError:
 
 
 def _read_docx(data: bytes, kind: str) -> Extracted:
+    import docx
+
     budget = _Budget()
     with _reading(kind):
         _office_zip(data, kind)
@@ -336,6 +336,8 @@ def _read_docx(data: bytes, kind: str) -> Extracted:
 
 
 def _docx_blocks(document: WordDocument) -> Iterator[str]:
+    from docx.text.paragraph import Paragraph
+
     for block in document.iter_inner_content():
         if isinstance(block, Paragraph):
             yield block.text.strip()
@@ -353,6 +355,8 @@ def _docx_row(row: _Row) -> str:
 
 
 def _read_pptx(data: bytes, kind: str) -> Extracted:
+    import pptx
+
     budget = _Budget()
     with _reading(kind):
         _office_zip(data, kind)
@@ -363,6 +367,10 @@ def _read_pptx(data: bytes, kind: str) -> Extracted:
 
 
 def _shape_lines(shapes: Iterable[BaseShape]) -> Iterator[str]:
+    from pptx.shapes.autoshape import Shape
+    from pptx.shapes.graphfrm import GraphicFrame
+    from pptx.shapes.group import GroupShape
+
     for shape in shapes:
         if isinstance(shape, GroupShape):
             yield from _shape_lines(shape.shapes)
@@ -385,6 +393,8 @@ def _slide_table_lines(table: SlideTable) -> Iterator[str]:
 
 
 def _read_workbook(data: bytes, kind: str) -> Extracted:
+    from python_calamine import CalamineWorkbook, SheetTypeEnum
+
     budget = _Budget()
     with _reading(kind):
         title = _workbook_title(_office_zip(data, kind))

@@ -11,14 +11,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import onnxruntime
 from tokenizers import Tokenizer
 
 from tusk.models.base import EmbeddingModel, Model, Provider
 from tusk.models.errors import BadResponse, ModelNotInstalled
 from tusk.models.types import EmbeddingBatch, InputType, ModelInfo, ModelType
+
+if TYPE_CHECKING:  # numpy and ONNX Runtime (~50 MB) load with the model, not with Tusk
+    import numpy as np
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
@@ -58,6 +60,8 @@ class Encoder:
     """Tokenizer and ONNX session; `encode` may run in several threads at once."""
 
     def __init__(self, files: ModelFiles) -> None:
+        import onnxruntime
+
         _check_integrity(files)
         self.tokenizer = Tokenizer.from_file(str(files.tokenizer))
         self.tokenizer.enable_truncation(MAX_TOKENS)
@@ -67,6 +71,8 @@ class Encoder:
         )
 
     def encode(self, texts: Sequence[str]) -> EmbeddingBatch:
+        import numpy as np
+
         encodings = self.tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
@@ -78,6 +84,8 @@ class Encoder:
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Sentence-transformers' pooling for this model: the mean of the real tokens, L2-normalised."""
+    import numpy as np
+
     weights = mask[..., None].astype(np.float32)
     pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
     norms = np.linalg.norm(pooled, axis=1, keepdims=True)
