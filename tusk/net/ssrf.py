@@ -15,7 +15,6 @@ hop is a new request through the same check.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import socket
 import ssl
@@ -28,6 +27,7 @@ import httpcore
 import httpx
 
 from tusk.errors import TuskError
+from tusk.net.tls import ssl_context
 
 if TYPE_CHECKING:
     from tusk.config import Settings
@@ -240,9 +240,8 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         return await super().handle_async_request(request)
 
 
-@functools.cache
 def _ssl_context(verify: bool) -> ssl.SSLContext:
-    return httpx.create_ssl_context(verify=verify, trust_env=False)
+    return ssl_context(verify)
 
 
 def guarded_client(

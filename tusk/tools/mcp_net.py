@@ -4,8 +4,6 @@ allow-list, checked when each connection is made, to the address that was checke
 
 from __future__ import annotations
 
-import functools
-import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,6 +13,7 @@ import httpcore2
 import httpx2
 
 from tusk.net.ssrf import AllowList, SsrfRefused, check_addresses, system_resolver
+from tusk.net.tls import ssl_context
 
 
 class _GuardedBackend(httpcore2.AsyncNetworkBackend):
@@ -52,19 +51,13 @@ class _GuardedBackend(httpcore2.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One per process: loading the certificate store takes milliseconds."""
-    return httpx2.create_ssl_context(trust_env=False)
-
-
 class GuardedTransport(httpx2.AsyncHTTPTransport):
     def __init__(self, allow: AllowList) -> None:
-        super().__init__(verify=_ssl_context(), trust_env=False)
+        super().__init__(verify=ssl_context(), trust_env=False)
         if not isinstance(getattr(self, "_pool", None), httpcore2.AsyncConnectionPool):
             raise RuntimeError("this httpx2 version is not supported by the SSRF guard")
         self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=_ssl_context(),
+            ssl_context=ssl_context(),
             network_backend=_GuardedBackend(allow),
         )
 

@@ -37,6 +37,7 @@ from tusk.models.types import (
     ToolDefinition,
     Usage,
 )
+from tusk.net.tls import ssl_context
 
 DEFAULT_MAX_TOKENS = 4096
 STOP_REASONS = {
@@ -228,6 +229,7 @@ class AnthropicProvider(Provider):
             base_url=self.credentials.get("base_url") or None,
             timeout=anthropic.Timeout(self.timeouts.read, connect=self.timeouts.connect),
             max_retries=0,
+            http_client=anthropic.DefaultAsyncHttpxClient(verify=ssl_context()),
         )
 
     async def aclose(self) -> None:

@@ -21,6 +21,7 @@ from tusk.models.errors import (
 )
 from tusk.models.resilience import parse_retry_after
 from tusk.models.types import ModelType, RerankResult
+from tusk.net.tls import ssl_context
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -96,7 +97,7 @@ class HttpRerank(RerankModel):
         if not documents:
             return []
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
+            async with httpx.AsyncClient(timeout=self.timeout, verify=ssl_context()) as client:
                 response = await client.post(
                     self.url, json=self._body(query, documents, top_n), headers=self.headers
                 )

@@ -43,6 +43,7 @@ from tusk.models.types import (
     ModelInfo,
     ModelType,
 )
+from tusk.net.tls import ssl_context
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 KNOWN_MODELS = [
@@ -180,6 +181,7 @@ class OpenAIProvider(Provider):
                 api_version=self.credentials["api_version"],
                 timeout=timeout,
                 max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(verify=ssl_context()),
             )
         return openai.AsyncOpenAI(
             api_key=api_key,
@@ -187,6 +189,7 @@ class OpenAIProvider(Provider):
             organization=self.credentials.get("organization") or None,
             timeout=timeout,
             max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(verify=ssl_context()),
         )
 
     async def aclose(self) -> None:
