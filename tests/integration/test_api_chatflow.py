@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import aclosing
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 
+from tests.integration.test_api_chat_apps import api_app, eventually_rows, rows, stream_events
 from tests.support.api import api_client, assert_error, bearer, setup_and_login
 from tests.support.workflow import chain, node
 from tusk.db.engine import engine_scope
@@ -154,3 +156,29 @@ async def test_a_failed_turn_is_recorded_as_an_error(
         status, error = (await conn.execute(text("SELECT status, error FROM messages"))).one()
     assert status == "error"
     assert "bad request from the provider" in error
+
+
+async def test_a_client_that_disconnects_stops_the_run(
+    fresh_database: str, openai: FakeOpenAI
+) -> None:
+    openai.clear()
+    env = {"openai_api_key": KEY, "openai_api_base": openai.base_url}
+    words = [f"word{i} " for i in range(20)]
+    async with api_app(fresh_database, **env) as one, api_client(fresh_database, **env) as client:
+        key = await published_chatflow(client, await setup_and_login(client))
+        openai.reply("".join(words), chunks=words, delay=0.2)
+        body = {"query": "hi", "user": "ann", "response_mode": "streaming"}
+        async with aclosing(stream_events(one, "/v1/chat-messages", body, key)) as stream:
+            async for chunk in stream:
+                if chunk["event"] == "message":
+                    break  # the client goes away at the first piece of the answer
+        await eventually_rows(
+            fresh_database,
+            "SELECT m.status, r.status FROM messages m "
+            "JOIN workflow_runs r ON r.id = m.workflow_run_id",
+            [("stopped", "stopped")],
+            timeout=5,
+        )
+    [(answer,)] = await rows(fresh_database, "SELECT answer FROM messages")
+    assert answer.startswith("word0")
+    assert "word19" not in answer

@@ -7,9 +7,10 @@ run starts and completed, with the answer, usage and status, when it ends."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -37,6 +38,14 @@ from tusk.workflow.inputs import check_inputs
 from tusk.workflow.nodes.models import add_usage, empty_usage
 from tusk.workflow.runner import RunHandle, RunRequest, WorkflowRunner
 from tusk.workflow.variables import CONVERSATION
+
+_draining: set[asyncio.Task[None]] = set()
+
+
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
+    _draining.add(task)
+    task.add_done_callback(_draining.discard)
 
 
 class NotChatApp(TuskError):
@@ -95,9 +104,21 @@ class Turn:
                 else:
                     yield workflow_chunk(self.ids, run_id, event)
         finally:
+            if finished is None:
+                # The caller went away before the end: stop the run, as a chat app stops its
+                # generation, and record the turn once the run has ended (in a task of its own:
+                # this one is being cancelled).
+                self.tasks.stop_here(self.ids.task_id)
+                _in_background(self._drain())
             self.tasks.unregister(self.ids.task_id)
-            if finished is None:  # the caller went away before the end: keep what is known
-                await self._finish(None)
+
+    async def _drain(self) -> None:
+        async for event in self.handle.events():
+            self._note(event)
+            if isinstance(event, WorkflowFinished):
+                await self._finish(event)
+                return
+        await self._finish(None)
 
     def _note(self, event: Event) -> None:
         if isinstance(event, TextChunk):
