@@ -11,9 +11,8 @@ under its task id so a stop from any API process ends it; what was produced is k
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -27,13 +26,13 @@ from tusk.agent.strategies import DEFAULT_MAX_ITERATIONS, strategy_name
 from tusk.agent.toolbox import AgentTool, ToolRef, load_tool, tool_context, unique
 from tusk.apps import naming
 from tusk.apps.cache import AppCache
-from tusk.apps.chat_wire import ChatIds, blocking_body, error_chunk, message_end
+from tusk.apps.chat_wire import ChatIds, error_chunk, message_end
 from tusk.apps.conversations import (
     ConversationHistory,
     Outcome,
     finish_message,
 )
-from tusk.apps.easy_app import HISTORY_TURNS, GenerationFailed, wire_error
+from tusk.apps.easy_app import HISTORY_TURNS
 from tusk.apps.easy_config import AppUnavailable, EasyConfig, Lenient
 from tusk.apps.easy_knowledge import retrieve
 from tusk.apps.easy_model import app_model_name, open_model
@@ -45,6 +44,7 @@ from tusk.apps.message_files import (
 )
 from tusk.apps.moderation import input_verdict, keyword_rules
 from tusk.apps.prompting import PromptInput, build_prompt
+from tusk.apps.running import RunningTurn
 from tusk.apps.tasks import TaskRegistry
 from tusk.apps.turns import TurnRequest, open_turn, turn_ids
 from tusk.db.models import App, Message
@@ -52,11 +52,8 @@ from tusk.errors import TuskError
 from tusk.models.prices import price_of
 from tusk.models.runtime import ModelRuntime
 from tusk.models.types import Message as ChatMessage
-from tusk.workflow.nodes.base import NodeError
 from tusk.workflow.nodes.models import request_parameters
 from tusk.workflow.runner import WorkflowRunner
-
-log = logging.getLogger(__name__)
 
 
 class AgentToolEntry(Lenient):
@@ -156,44 +153,20 @@ async def start_turn(deps: AgentDeps, app: App, request: AgentRequest) -> AgentT
     return turn
 
 
-class AgentTurn:
-    """One running turn of an agent-chat app: its chunks, and a way to stop it."""
+class AgentTurn(RunningTurn):
+    """One running turn of an agent-chat app."""
 
     def __init__(self, deps: AgentDeps, setup: Setup, ids: ChatIds) -> None:
+        super().__init__(deps.tasks, ids)
         self.deps = deps
         self.setup = setup
-        self.ids = ids
         self.agent: Agent | None = None
-        self.answer = ""
         self.resources: list[dict[str, Any]] = []
-        self.stopped = False
-        self.started = time.perf_counter()
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._run: asyncio.Task[None] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._ended = False
 
     # --- running -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self.deps.tasks.register(self.ids.task_id, self.stop)
-        self._task = asyncio.create_task(self._produce())
-
-    def stop(self) -> None:
-        self.stopped = True
-        if self._run is not None:
-            self._run.cancel()
-
-    async def _produce(self) -> None:
-        try:
-            await self._generate()
-        except Exception as exc:  # every failure is recorded and reported to the client
-            if not isinstance(exc, TuskError | NodeError):
-                log.exception("agent turn %s failed", self.ids.task_id)
-            await self._end("error", *wire_error(exc))
-        finally:
-            self.deps.tasks.unregister(self.ids.task_id)
-            self._queue.put_nowait(None)
+    async def _fail(self, code: str, message: str, status: int) -> None:
+        await self._end("error", code, message, status)
 
     async def _generate(self) -> None:
         setup = self.setup
@@ -206,7 +179,7 @@ class AgentTurn:
             return
         self.agent = await self._agent()
         run = asyncio.create_task(self._drive(self.agent))
-        self._run = run
+        self.work = run
         if self.stopped:
             run.cancel()
         await asyncio.wait({run})
@@ -340,25 +313,3 @@ class AgentTurn:
             )
 
     # --- reading -------------------------------------------------------------------------
-
-    def _put(self, chunk: dict[str, Any]) -> None:
-        self._queue.put_nowait(chunk)
-
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """The chunks in order; a reader that stops early stops the turn."""
-        try:
-            while (chunk := await self._queue.get()) is not None:
-                yield chunk
-            self._ended = True
-        finally:
-            if not self._ended:
-                self.stop()
-
-    async def blocking(self) -> dict[str, Any]:
-        failure: dict[str, Any] | None = None
-        async for chunk in self.chunks():
-            if chunk["event"] == "error":
-                failure = chunk
-        if failure is not None:
-            raise GenerationFailed(failure["message"], failure["code"], failure["status"])
-        return blocking_body(self.ids, self.answer, self.metadata())

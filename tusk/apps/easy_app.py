@@ -12,9 +12,7 @@ status `stopped`."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -24,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tusk.apps import annotations as annotation_reply
 from tusk.apps import naming
 from tusk.apps.cache import AppCache
-from tusk.apps.chat_wire import ChatIds, blocking_body, error_chunk, message_chunk, message_end
+from tusk.apps.chat_wire import ChatIds, error_chunk, message_chunk, message_end
 from tusk.apps.conversations import (
     ConversationHistory,
     Outcome,
@@ -47,6 +45,7 @@ from tusk.apps.message_files import (
 )
 from tusk.apps.moderation import input_verdict, keyword_rules, output_verdict
 from tusk.apps.prompting import Prompt, PromptInput, build_prompt
+from tusk.apps.running import RunningTurn
 from tusk.apps.tasks import TaskRegistry
 from tusk.apps.turns import TurnRequest, open_turn, turn_ids
 from tusk.db.models import App, Message
@@ -55,47 +54,14 @@ from tusk.models.base import ChatModel
 from tusk.models.runtime import ModelRuntime
 from tusk.models.types import Message as ChatMessage
 from tusk.workflow.context import Resources
-from tusk.workflow.nodes.base import NodeError
 from tusk.workflow.nodes.models import Reply, request_parameters
-
-log = logging.getLogger(__name__)
 
 EASY_MODES = frozenset({"chat", "completion"})
 HISTORY_TURNS = 500  # Dify reads at most this many earlier messages into memory
-# Error codes Dify's stream and error body use as they are; other failures of the model call
-# are `completion_request_error`.
-KEPT_CODES = frozenset(
-    {
-        "provider_not_initialize",
-        "provider_quota_exceeded",
-        "model_currently_not_support",
-        "invalid_param",
-        "app_unavailable",
-    }
-)
-INTERNAL_ERROR = "Internal Server Error, please contact support."
 
 
 class NotCompletionApp(TuskError):
     code, status = "not_completion_app", 400
-
-
-class GenerationFailed(TuskError):
-    """The error a blocking request answers with when its generation failed."""
-
-    def __init__(self, message: str, code: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code, self.status = code, status
-
-
-def wire_error(exc: Exception) -> tuple[str, str, int]:
-    """Dify's (code, message, status) for a failed generation."""
-    if isinstance(exc, TuskError):
-        code = exc.code if exc.code in KEPT_CODES else "completion_request_error"
-        return code, exc.message, 400
-    if isinstance(exc, NodeError):
-        return "completion_request_error", str(exc), 400
-    return "internal_server_error", INTERNAL_ERROR, 500
 
 
 @dataclass(frozen=True)
@@ -144,48 +110,21 @@ async def start_generation(deps: EasyDeps, app: App, request: EasyRequest) -> Ge
     return generation
 
 
-class Generation:
-    """One running generation: its ids, its chunks, and a way to stop it."""
+class Generation(RunningTurn):
+    """One running generation of a chat or completion app."""
 
     def __init__(self, deps: EasyDeps, setup: Setup, ids: ChatIds) -> None:
+        super().__init__(deps.tasks, ids)
         self.deps = deps
         self.setup = setup
-        self.ids = ids
         self.rules = keyword_rules(setup.config.sensitive_word_avoidance)
-        self.answer = ""  # as the user sees it (a moderated answer is replaced)
         self.reply = Reply("")
         self.resources: list[dict[str, Any]] = []
         self.annotation_reply: dict[str, Any] | None = None  # Dify's, when an annotation answered
         self.usage: dict[str, Any] = usage_of(deps.models, self.reply)
-        self.stopped = False
-        self.started = time.perf_counter()
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._replacement: str | None = None
-        self._call: asyncio.Task[None] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._ended = False
 
     # --- running -------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self.deps.tasks.register(self.ids.task_id, self.stop)
-        self._task = asyncio.create_task(self._produce())
-
-    def stop(self) -> None:
-        self.stopped = True
-        if self._call is not None:
-            self._call.cancel()
-
-    async def _produce(self) -> None:
-        try:
-            await self._generate()
-        except Exception as exc:  # every failure is recorded and reported to the client
-            if not isinstance(exc, TuskError | NodeError):
-                log.exception("generation %s failed", self.ids.task_id)
-            await self._fail(*wire_error(exc))
-        finally:
-            self.deps.tasks.unregister(self.ids.task_id)
-            self._queue.put_nowait(None)
 
     async def _generate(self) -> None:
         setup = self.setup
@@ -248,7 +187,7 @@ class Generation:
         call = asyncio.create_task(
             stream_reply(model, prompt.messages, parameters, self.reply, self._on_text)
         )
-        self._call = call
+        self.work = call
         await asyncio.wait({call})
         if call.cancelled():  # stopped, or cut short by output moderation
             self.reply.usage = estimated_usage(prompt.messages, self.reply.text)
@@ -270,8 +209,8 @@ class Generation:
         replace = {**self.ids.head("message_replace"), "answer": replacement}
         del replace["id"]
         self._put({**replace, "reason": "output_moderation"})
-        if self._call is not None:
-            self._call.cancel()
+        if self.work is not None:
+            self.work.cancel()
 
     # --- endings -------------------------------------------------------------------------
 
@@ -322,26 +261,10 @@ class Generation:
     def _put(self, chunk: dict[str, Any]) -> None:
         if self.ids.mode == "completion":  # completion chunks carry no conversation
             chunk.pop("conversation_id", None)
-        self._queue.put_nowait(chunk)
+        super()._put(chunk)
 
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """The chunks in order; a reader that stops early stops the generation."""
-        try:
-            while (chunk := await self._queue.get()) is not None:
-                yield chunk
-            self._ended = True
-        finally:
-            if not self._ended:
-                self.stop()
-
-    async def blocking(self) -> dict[str, Any]:
-        failure: dict[str, Any] | None = None
-        async for chunk in self.chunks():
-            if chunk["event"] == "error":
-                failure = chunk
-        if failure is not None:
-            raise GenerationFailed(failure["message"], failure["code"], failure["status"])
-        body = blocking_body(self.ids, self.answer, self.metadata())
+    def _blocking_body(self) -> dict[str, Any]:
+        body = super()._blocking_body()
         if self.ids.mode == "completion":
             del body["conversation_id"]
         return body

@@ -1,0 +1,116 @@
+"""What every turn of a chat, completion or agent-chat app does while it runs: it works in a task
+of its own, hands its chunks to the reader through a queue, can be stopped by a stop request or
+by a reader that leaves early, and turns any failure into Dify's error chunk."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tusk.apps.chat_wire import ChatIds, blocking_body
+from tusk.apps.tasks import TaskRegistry
+from tusk.errors import TuskError
+from tusk.workflow.nodes.base import NodeError
+
+log = logging.getLogger(__name__)
+
+# Error codes Dify's stream and error body use as they are; other failures of the model call
+# are `completion_request_error`.
+KEPT_CODES = frozenset(
+    {
+        "provider_not_initialize",
+        "provider_quota_exceeded",
+        "model_currently_not_support",
+        "invalid_param",
+        "app_unavailable",
+    }
+)
+INTERNAL_ERROR = "Internal Server Error, please contact support."
+
+
+class GenerationFailed(TuskError):
+    def __init__(self, message: str, code: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+def wire_error(exc: Exception) -> tuple[str, str, int]:
+    """Dify's (code, message, status) for a failed generation."""
+    if isinstance(exc, TuskError):
+        code = exc.code if exc.code in KEPT_CODES else "completion_request_error"
+        return code, exc.message, 400
+    if isinstance(exc, NodeError):
+        return "completion_request_error", str(exc), 400
+    return "internal_server_error", INTERNAL_ERROR, 500
+
+
+class RunningTurn(ABC):
+    def __init__(self, tasks: TaskRegistry, ids: ChatIds) -> None:
+        self.tasks = tasks
+        self.ids = ids
+        self.answer = ""  # as the user sees it
+        self.stopped = False
+        self.started = time.perf_counter()
+        self.work: asyncio.Task[None] | None = None  # the model call or agent run a stop cancels
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._ended = False
+
+    @abstractmethod
+    async def _generate(self) -> None: ...
+
+    @abstractmethod
+    async def _fail(self, code: str, message: str, status: int) -> None:
+        """Record the failure and send the error chunk."""
+
+    @abstractmethod
+    def metadata(self) -> dict[str, Any]: ...
+
+    def start(self) -> None:
+        self.tasks.register(self.ids.task_id, self.stop)
+        self._task = asyncio.create_task(self._produce())
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.work is not None:
+            self.work.cancel()
+
+    async def _produce(self) -> None:
+        try:
+            await self._generate()
+        except Exception as exc:  # every failure is recorded and reported to the client
+            if not isinstance(exc, TuskError | NodeError):
+                log.exception("turn %s failed", self.ids.task_id)
+            await self._fail(*wire_error(exc))
+        finally:
+            self.tasks.unregister(self.ids.task_id)
+            self._queue.put_nowait(None)
+
+    def _put(self, chunk: dict[str, Any]) -> None:
+        self._queue.put_nowait(chunk)
+
+    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """The chunks in order; a reader that stops early stops the turn."""
+        try:
+            while (chunk := await self._queue.get()) is not None:
+                yield chunk
+            self._ended = True
+        finally:
+            if not self._ended:
+                self.stop()
+
+    def _blocking_body(self) -> dict[str, Any]:
+        return blocking_body(self.ids, self.answer, self.metadata())
+
+    async def blocking(self) -> dict[str, Any]:
+        failure: dict[str, Any] | None = None
+        async for chunk in self.chunks():
+            if chunk["event"] == "error":
+                failure = chunk
+        if failure is not None:
+            raise GenerationFailed(failure["message"], failure["code"], failure["status"])
+        return self._blocking_body()
