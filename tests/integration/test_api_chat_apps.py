@@ -476,8 +476,8 @@ async def test_provider_errors_are_reported_and_recorded(
             "bad request again"
             in assert_error(blocking, 400, "completion_request_error")["message"]
         )
-        claude = {"provider": "anthropic", "name": "claude-3-5-haiku-latest", "mode": "chat"}
-        _, other_key = await configured_app(client, token, "chat", document(model=claude))
+        haiku = {"provider": "anthropic", "name": "claude-3-5-haiku-latest", "mode": "chat"}
+        _, other_key = await configured_app(client, token, "chat", document(model=haiku))
         uninitialised = await client.post(
             "/v1/chat-messages", json={"query": "hi", "user": "u"}, headers=bearer(other_key)
         )
