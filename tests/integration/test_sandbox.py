@@ -5,6 +5,7 @@ the host (no process, no file), and the same long-lived Sandbox must answer a no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -781,6 +782,20 @@ async def test_a_cancelled_run_leaves_nothing(sandbox: Sandbox) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     await assert_host_unaffected(sandbox, marker)
+
+
+async def test_runs_cancelled_while_their_sandbox_starts_leave_nothing(sandbox: Sandbox) -> None:
+    """A run whose limits no pooled sandbox fits starts one of its own; cancelled at any moment of
+    that start (as a failing branch cancels its siblings), it must end at once."""
+    own = Limits(timeout=2, memory_mb=96)
+    for delay in (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05):
+        task = asyncio.create_task(sandbox.run("python3", PY_OK, {"x": 1}, own))
+        await asyncio.sleep(delay)
+        task.cancel()
+        async with asyncio.timeout(10):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    await assert_host_unaffected(sandbox)
 
 
 async def test_close_kills_every_sandbox() -> None:

@@ -277,6 +277,8 @@ class Sandbox:
         self._starting: dict[Language, set[asyncio.Task[None]]] = {lang: set() for lang in Language}
         self._idle_crashes: dict[Language, int] = dict.fromkeys(Language, 0)
         self._live: set[Worker] = set()
+        self._starts: set[asyncio.Task[Worker]] = set()  # sandboxes being started, never cut short
+        self._destroying: set[asyncio.Task[None]] = set()
         self._started = False
         self._closed = False
         self._start_lock = asyncio.Lock()
@@ -310,8 +312,13 @@ class Sandbox:
             self._refill(language)
 
     async def wait_ready(self) -> None:
-        """Return once every pool is full, or has failed to start (then logged)."""
-        while tasks := [task for tasks in self._starting.values() for task in tasks]:
+        """Return once every pool is full, or has failed to start (then logged), and every
+        sandbox start has ended (and the sandboxes of cancelled runs are gone)."""
+        while tasks := [
+            *(task for tasks in self._starting.values() for task in tasks),
+            *self._starts,
+            *self._destroying,
+        ]:
             await asyncio.wait(tasks)
 
     async def close(self) -> None:
@@ -322,9 +329,11 @@ class Sandbox:
         for task in starting:
             task.cancel()
         await asyncio.gather(*starting, return_exceptions=True)
+        await asyncio.gather(*self._starts, return_exceptions=True)
         for ready in self._ready.values():
             ready.clear()
         await asyncio.gather(*(worker.destroy() for worker in list(self._live)))
+        await asyncio.gather(*self._destroying)
 
     def problem(self, language: Language | str) -> str | None:
         """Why code in `language` cannot run here, or None."""
@@ -438,7 +447,36 @@ class Sandbox:
 
     async def _spawn(self, language: Language, spawn: SpawnLimits) -> Worker:
         """Start a sandbox and wait for its "ready"; SandboxUnavailable if it does not start."""
-        launch = replace(self._launches[language], spawn=spawn)
+        start = asyncio.create_task(self._start(replace(self._launches[language], spawn=spawn)))
+        self._starts.add(start)
+        start.add_done_callback(self._starts.discard)
+        try:
+            return await asyncio.shield(start)
+        except asyncio.CancelledError:
+            # A start is never cut short. Cancelled while asyncio creates the process, that
+            # creation kills bwrap alone, and can then wait forever for pipes its orphaned sandbox
+            # holds open; killed while bwrap sets up, its child may not yet be bound to die with
+            # it. So the start goes on, and what it started is destroyed once it is ready.
+            start.add_done_callback(self._destroy_started)
+            raise
+
+    async def _start(self, launch: Launch) -> Worker:
+        worker = await self._start_process(launch)
+        process = worker.process
+        assert process.stdout is not None
+        try:
+            async with asyncio.timeout(STARTUP_TIMEOUT):
+                line = await process.stdout.readline()
+        except BaseException:
+            await worker.destroy()
+            raise
+        if line != b"ready\n":
+            await worker.destroy()
+            failure = start_failure(launch.language, process.returncode, worker.stderr())
+            raise SandboxUnavailable(failure)
+        return worker
+
+    async def _start_process(self, launch: Launch) -> Worker:
         try:
             process = await asyncio.create_subprocess_exec(
                 *sandbox_command(launch),
@@ -450,12 +488,12 @@ class Sandbox:
                 start_new_session=True,
             )
         except OSError as exc:
-            raise SandboxUnavailable(f"the {language} sandbox did not start: {exc}") from None
+            message = f"the {launch.language} sandbox did not start: {exc}"
+            raise SandboxUnavailable(message) from None
         assert process.stderr is not None
-        assert process.stdout is not None
         worker = Worker(
-            language=language,
-            spawn=spawn,
+            language=launch.language,
+            spawn=launch.spawn,
             process=process,
             errors=asyncio.create_task(_tail(process.stderr, STDERR_KEPT)),
             exited=asyncio.create_task(process.wait()),
@@ -463,16 +501,14 @@ class Sandbox:
         )
         self._live.add(worker)
         worker.exited.add_done_callback(lambda _: self._live.discard(worker))
-        try:
-            async with asyncio.timeout(STARTUP_TIMEOUT):
-                line = await process.stdout.readline()
-        except BaseException:
-            await worker.destroy()
-            raise
-        if line != b"ready\n":
-            await worker.destroy()
-            raise SandboxUnavailable(start_failure(language, process.returncode, worker.stderr()))
         return worker
+
+    def _destroy_started(self, starting: asyncio.Task[Worker]) -> None:
+        """Destroy the sandbox a cancelled start went on to create (`close()` awaits it)."""
+        if not starting.cancelled() and starting.exception() is None:
+            destroying = asyncio.create_task(starting.result().destroy())
+            self._destroying.add(destroying)
+            destroying.add_done_callback(self._destroying.discard)
 
     # --- running code -------------------------------------------------------------------------
 
