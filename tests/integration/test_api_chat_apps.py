@@ -595,6 +595,33 @@ async def test_a_client_that_disconnects_stops_the_generation(
     assert answer != "".join(SLOW)
 
 
+async def test_an_app_that_finishes_in_the_background_outlives_its_client(
+    fresh_database: str, openai: FakeOpenAI
+) -> None:
+    openai.clear()
+    async with (
+        api_app(fresh_database, **env(openai)) as one,
+        api_client(fresh_database, **env(openai)) as client,
+    ):
+        token = await login_admin(client)
+        app_id, key = await configured_app(client, token, "chat", document())
+        changed = await client.put(
+            f"/console/api/apps/{app_id}", json={"finish_in_background": True},
+            headers=bearer(token),
+        )  # fmt: skip
+        assert changed.json()["finish_in_background"] is True
+        openai.reply("".join(SLOW), chunks=SLOW, delay=0.05)
+        body = {"query": "talk", "user": "u", "response_mode": "streaming",
+                "auto_generate_name": False}  # fmt: skip
+        async with aclosing(stream_events(one, "/v1/chat-messages", body, key)) as stream:
+            first = await anext(stream)  # then the client goes away
+        assert first["event"] == "message"
+        await eventually_rows(
+            fresh_database, "SELECT answer, status FROM messages", [("".join(SLOW), "normal")],
+            timeout=5,
+        )  # fmt: skip
+
+
 # --- prompts (pure) ------------------------------------------------------------------------
 
 HISTORY = (Message("user", "hi"), Message("assistant", "hello"))

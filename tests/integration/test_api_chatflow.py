@@ -46,11 +46,16 @@ def chatflow() -> dict[str, Any]:
     }
 
 
-async def published_chatflow(client: httpx.AsyncClient, token: str) -> str:
+async def published_chatflow(
+    client: httpx.AsyncClient, token: str, *, finish_in_background: bool = False
+) -> str:
     app = await client.post(
         "/console/api/apps", json={"name": "Chat", "mode": "advanced-chat"}, headers=bearer(token)
     )
     base = f"/console/api/apps/{app.json()['id']}"
+    if finish_in_background:
+        changed = await client.put(base, json={"finish_in_background": True}, headers=bearer(token))
+        assert changed.json()["finish_in_background"] is True
     saved = await client.post(f"{base}/workflows/draft", json=chatflow(), headers=bearer(token))
     assert saved.status_code == 200, saved.text
     published = await client.post(f"{base}/workflows/publish", json={}, headers=bearer(token))
@@ -182,3 +187,29 @@ async def test_a_client_that_disconnects_stops_the_run(
     [(answer,)] = await rows(fresh_database, "SELECT answer FROM messages")
     assert answer.startswith("word0")
     assert "word19" not in answer
+
+
+async def test_a_chatflow_that_finishes_in_the_background_outlives_its_client(
+    fresh_database: str, openai: FakeOpenAI
+) -> None:
+    openai.clear()
+    env = {"openai_api_key": KEY, "openai_api_base": openai.base_url}
+    words = [f"word{i} " for i in range(20)]
+    async with api_app(fresh_database, **env) as one, api_client(fresh_database, **env) as client:
+        token = await setup_and_login(client)
+        key = await published_chatflow(client, token, finish_in_background=True)
+        openai.reply("".join(words), chunks=words, delay=0.05)
+        body = {"query": "hi", "user": "ann", "response_mode": "streaming"}
+        async with aclosing(stream_events(one, "/v1/chat-messages", body, key)) as stream:
+            async for chunk in stream:
+                if chunk["event"] == "message":
+                    break  # the client goes away at the first piece of the answer
+        await eventually_rows(
+            fresh_database,
+            "SELECT m.status, r.status FROM messages m "
+            "JOIN workflow_runs r ON r.id = m.workflow_run_id",
+            [("normal", "succeeded")],
+            timeout=5,
+        )
+    [(answer,)] = await rows(fresh_database, "SELECT answer FROM messages")
+    assert "word19" in answer

@@ -4,6 +4,7 @@ the fixtures in tests/dsl/."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,18 @@ def test_app_fields_are_read() -> None:
     assert app.app.description == "Searches, then answers"
     assert app.app.use_icon_as_answer_icon is False
     assert read_dsl(fixture("tusk-chat.yml")).app.use_icon_as_answer_icon is True
+
+
+def test_finishing_in_the_background_is_written_only_when_set() -> None:
+    app = read_dsl(fixture("tusk-chat.yml"))
+    assert app.app.finish_in_background is False
+    assert "finish_in_background" not in yaml.safe_load(export(app))["app"]
+    background = dataclasses.replace(
+        app, app=dataclasses.replace(app.app, finish_in_background=True)
+    )
+    text = export(background)
+    assert yaml.safe_load(text)["app"]["finish_in_background"] is True
+    assert read_dsl(text).app.finish_in_background is True
 
 
 def test_secrets_are_read_and_blanked_on_export() -> None:

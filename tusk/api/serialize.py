@@ -50,6 +50,7 @@ def app(row: App) -> dict[str, Any]:
         "enable_api": row.enable_api,
         "use_icon_as_answer_icon": row.use_icon_as_answer_icon,
         "max_active_requests": row.max_active_requests,
+        "finish_in_background": row.finish_in_background,
         "created_by": str(row.created_by) if row.created_by else None,
         "created_at": ts(row.created_at),
         "updated_at": ts(row.updated_at),

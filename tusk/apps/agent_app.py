@@ -157,7 +157,7 @@ class AgentTurn(RunningTurn):
     """One running turn of an agent-chat app."""
 
     def __init__(self, deps: AgentDeps, setup: Setup, ids: ChatIds) -> None:
-        super().__init__(deps.tasks, ids)
+        super().__init__(deps.tasks, ids, finish_in_background=setup.app.finish_in_background)
         self.deps = deps
         self.setup = setup
         self.agent: Agent | None = None

@@ -83,6 +83,7 @@ class Turn:
     message: Message
     sessions: async_sessionmaker[AsyncSession]
     tasks: TaskRegistry
+    finish_in_background: bool = False  # a caller that goes away does not stop the run
     started: float = field(default_factory=time.perf_counter)
     answer: list[str] = field(default_factory=list)
     usage: dict[str, Any] = field(default_factory=empty_usage)
@@ -105,20 +106,25 @@ class Turn:
                     yield workflow_chunk(self.ids, run_id, event)
         finally:
             if finished is None:
-                # The caller went away before the end: stop the run, as a chat app stops its
-                # generation, and record the turn once the run has ended (in a task of its own:
-                # this one is being cancelled).
-                self.tasks.stop_here(self.ids.task_id)
+                # The caller went away before the end: stop the run (as a chat app stops its
+                # generation) unless the app finishes in the background, and record the turn
+                # once the run has ended, in a task of its own (this one is being cancelled).
+                if not self.finish_in_background:
+                    self.tasks.stop_here(self.ids.task_id)
                 _in_background(self._drain())
-            self.tasks.unregister(self.ids.task_id)
+            else:
+                self.tasks.unregister(self.ids.task_id)
 
     async def _drain(self) -> None:
-        async for event in self.handle.events():
-            self._note(event)
-            if isinstance(event, WorkflowFinished):
-                await self._finish(event)
-                return
-        await self._finish(None)
+        try:
+            async for event in self.handle.events():
+                self._note(event)
+                if isinstance(event, WorkflowFinished):
+                    await self._finish(event)
+                    return
+            await self._finish(None)
+        finally:
+            self.tasks.unregister(self.ids.task_id)
 
     def _note(self, event: Event) -> None:
         if isinstance(event, TextChunk):
@@ -233,4 +239,4 @@ async def start_turn(
         mode=app.mode,
     )
     tasks.register(ids.task_id, lambda: runner.stop_here(handle.run_id))
-    return Turn(ids, handle, message, sessions, tasks)
+    return Turn(ids, handle, message, sessions, tasks, app.finish_in_background)

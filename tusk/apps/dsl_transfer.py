@@ -150,6 +150,7 @@ async def create_from(
     )
     app = await app_store.create_app(db, who.workspace_id, new, who.account_id)
     app.use_icon_as_answer_icon = fields.use_icon_as_answer_icon
+    app.finish_in_background = fields.finish_in_background
     if imported.workflow is not None:
         workflow = imported.workflow
         content = store.DraftContent(
@@ -182,6 +183,7 @@ async def export_dsl(db: AsyncSession, app: App, env_key: bytes, *, include_secr
         icon_background=app.icon_background or "#FFEAD5",
         description=app.description,
         use_icon_as_answer_icon=app.use_icon_as_answer_icon,
+        finish_in_background=app.finish_in_background,
     )
     if app.mode in WORKFLOW_MODES:
         draft = await store.get_draft(db, app.workspace_id, app.id)

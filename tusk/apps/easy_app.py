@@ -6,8 +6,8 @@ per request, as Dify).
 The generation runs in a task of its own and hands its chunks (Dify's shapes, in Dify's order:
 `message`... then `message_end`, or `error`) to whoever reads them. It is registered under its
 task id, so a stop request from any API process ends the model call; a reader that goes away
-(a client that disconnects) stops it too. Either way the message keeps what was produced, with
-status `stopped`."""
+(a client that disconnects) stops it too, unless the app finishes in the background. A stopped
+message keeps what was produced, with status `stopped`."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ class Generation(RunningTurn):
     """One running generation of a chat or completion app."""
 
     def __init__(self, deps: EasyDeps, setup: Setup, ids: ChatIds) -> None:
-        super().__init__(deps.tasks, ids)
+        super().__init__(deps.tasks, ids, finish_in_background=setup.app.finish_in_background)
         self.deps = deps
         self.setup = setup
         self.rules = keyword_rules(setup.config.sensitive_word_avoidance)

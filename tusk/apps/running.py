@@ -1,6 +1,7 @@
 """What every turn of a chat, completion or agent-chat app does while it runs: it works in a task
 of its own, hands its chunks to the reader through a queue, can be stopped by a stop request or
-by a reader that leaves early, and turns any failure into Dify's error chunk."""
+by a reader that leaves early (unless the app finishes in the background), and turns any failure
+into Dify's error chunk."""
 
 from __future__ import annotations
 
@@ -49,9 +50,10 @@ def wire_error(exc: Exception) -> tuple[str, str, int]:
 
 
 class RunningTurn(ABC):
-    def __init__(self, tasks: TaskRegistry, ids: ChatIds) -> None:
+    def __init__(self, tasks: TaskRegistry, ids: ChatIds, *, finish_in_background: bool) -> None:
         self.tasks = tasks
         self.ids = ids
+        self.finish_in_background = finish_in_background  # a reader that leaves does not stop it
         self.answer = ""  # as the user sees it
         self.stopped = False
         self.started = time.perf_counter()
@@ -94,13 +96,14 @@ class RunningTurn(ABC):
         self._queue.put_nowait(chunk)
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """The chunks in order; a reader that stops early stops the turn."""
+        """The chunks in order; a reader that stops early stops the turn, unless it finishes in
+        the background (it is recorded as it ends, and a stop request still stops it)."""
         try:
             while (chunk := await self._queue.get()) is not None:
                 yield chunk
             self._ended = True
         finally:
-            if not self._ended:
+            if not self._ended and not self.finish_in_background:
                 self.stop()
 
     def _blocking_body(self) -> dict[str, Any]:

@@ -86,6 +86,7 @@ class AppChanges:
     icon_background: str | None = None
     use_icon_as_answer_icon: bool | None = None
     max_active_requests: int | None = None
+    finish_in_background: bool | None = None
 
 
 async def update_app(
@@ -99,7 +100,8 @@ async def update_app(
     if changes.max_active_requests is not None and changes.max_active_requests < 0:
         raise InvalidParam("max_active_requests must be 0 or more.", params="max_active_requests")
     for field in ("description", "icon_type", "icon", "icon_background",
-                  "use_icon_as_answer_icon", "max_active_requests"):  # fmt: skip
+                  "use_icon_as_answer_icon", "max_active_requests",
+                  "finish_in_background"):  # fmt: skip
         value = getattr(changes, field)
         if value is not None:
             setattr(app, field, value)

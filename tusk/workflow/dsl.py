@@ -82,6 +82,7 @@ class AppFields:
     icon_background: str = "#FFEAD5"
     description: str = ""
     use_icon_as_answer_icon: bool = False
+    finish_in_background: bool = False  # Tusk's; written only when set
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,7 @@ def read_app(data: Mapping[str, Any]) -> AppFields:
         icon_background=_str(raw.get("icon_background"), "#FFFFFF"),
         description=_str(raw.get("description")),
         use_icon_as_answer_icon=raw.get("use_icon_as_answer_icon") is True,
+        finish_in_background=raw.get("finish_in_background") is True,
     )
 
 
@@ -644,8 +646,11 @@ def write_dsl(
     Secret environment variables are blanked unless include_secret (the caller passes them
     decrypted when it is set). `dependencies` is written as given (Tusk installs no plugins):
     pass back what was imported, so that the file still lists them for Dify."""
+    fields = dataclasses.asdict(app)  # name, mode, icon, ..., as Dify writes them
+    if not app.finish_in_background:
+        del fields["finish_in_background"]
     data: dict[str, Any] = {
-        "app": dataclasses.asdict(app),  # name, mode, icon, ..., as Dify writes them
+        "app": fields,
         "dependencies": [dict(d) for d in dependencies],
         "kind": "app",
         "version": CURRENT_DSL_VERSION,

@@ -55,6 +55,7 @@ class AppUpdate(BaseModel):
     icon_background: str | None = None
     use_icon_as_answer_icon: bool | None = None
     max_active_requests: int | None = None
+    finish_in_background: bool | None = None
 
 
 @router.put("/{app_id}")

@@ -56,6 +56,8 @@ class App(Base):
     enable_api: Mapped[bool] = mapped_column(server_default=text("true"))
     max_active_requests: Mapped[int | None]
     use_icon_as_answer_icon: Mapped[bool] = mapped_column(server_default=text("false"))
+    # A generation whose client disconnects finishes and is recorded instead of stopping.
+    finish_in_background: Mapped[bool] = mapped_column(server_default=text("false"))
     created_by: Mapped[uuid.UUID | None] = account_ref()
     updated_by: Mapped[uuid.UUID | None] = account_ref()
     created_at: Mapped[datetime] = created_at()
