@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from sqlalchemy import text
 from tests.support.api import api_client, bearer, setup_and_login
 from tests.support.workflow import chain, node
 from tusk.db.engine import engine_scope
+from tusk.testing.llm_server import ToolCall
 from tusk.testing.openai_server import FakeOpenAI
 
 KEY = "sk-openai-compat"
@@ -43,7 +45,11 @@ def sdk(client: httpx.AsyncClient, key: str) -> openai.AsyncOpenAI:
 
 
 async def new_app(
-    client: httpx.AsyncClient, token: str, mode: str, graph: dict[str, Any] | None = None
+    client: httpx.AsyncClient,
+    token: str,
+    mode: str,
+    graph: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> str:
     made = await client.post(
         "/console/api/apps", json={"name": mode, "mode": mode}, headers=bearer(token)
@@ -54,7 +60,7 @@ async def new_app(
         assert saved.status_code == 200, saved.text
         await client.post(f"{base}/workflows/publish", json={}, headers=bearer(token))
     else:
-        config = {"model": GPT, "prompt_type": "simple", "pre_prompt": "Be brief."}
+        config = config or {"model": GPT, "prompt_type": "simple", "pre_prompt": "Be brief."}
         saved = await client.post(f"{base}/model-config", json=config, headers=bearer(token))
         assert saved.status_code == 200, saved.text
     key = await client.post(f"{base}/api-keys", headers=bearer(token))
@@ -248,6 +254,53 @@ async def test_chatflow_workflow_and_completion_apps(fresh_database: str, fake: 
         )
         assert done.choices[0].message.content == "42"
         assert "the answer" in sent(fake)[-1][1]
+
+
+TIME_TOOL = {
+    "enabled": True,
+    "provider_id": "time",
+    "provider_type": "builtin",
+    "tool_name": "current_time",
+    "tool_parameters": {"format": "%Y", "timezone": ""},
+}
+AGENT = {
+    "model": GPT,
+    "prompt_type": "simple",
+    "pre_prompt": "You tell the time.",
+    "agent_mode": {"enabled": True, "strategy": "function_call", "tools": [TIME_TOOL]},
+}
+
+
+async def test_agent_chat_app_answers_with_the_agents_text(
+    fresh_database: str, fake: FakeOpenAI
+) -> None:
+    fake.clear()
+    async with tusk(fresh_database, fake) as (client, token):
+        api = sdk(client, await new_app(client, token, "agent-chat", config=AGENT))
+        fake.reply_tool_calls([ToolCall("current_time", {"timezone": "UTC"})])
+        fake.reply("It is the year on the clock.", chunks=["It is the year", " on the clock."])
+        said = [{"role": "user", "content": "Which year is it?"}]
+        stream = await api.chat.completions.create(model="m", messages=said, stream=True)  # type: ignore[arg-type]
+        streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert streamed == "It is the year on the clock."
+        tool_result = [m for m in fake.requests[-1].json["messages"] if m["role"] == "tool"]
+        assert tool_result[0]["content"] == str(datetime.now(UTC).year)
+
+        fake.reply("Still the same year.")
+        said += [{"role": "assistant", "content": streamed}, {"role": "user", "content": "Sure?"}]
+        again = await api.chat.completions.create(model="m", messages=said)  # type: ignore[arg-type]
+        assert again.choices[0].message.content == "Still the same year."
+    recorded = await rows(
+        fresh_database,
+        "SELECT m.answer, count(t.id) FROM messages m "
+        "LEFT JOIN message_agent_thoughts t ON t.message_id = m.id "
+        "GROUP BY m.id, m.answer, m.created_at ORDER BY m.created_at",
+    )
+    assert [answer for answer, _ in recorded] == [streamed, "Still the same year."]
+    assert recorded[0][1] >= 2  # the tool round and the answer
+    assert (
+        len({c for (c,) in await rows(fresh_database, "SELECT conversation_id FROM messages")}) == 1
+    )
 
 
 async def test_errors_in_openai_shape(fresh_database: str, fake: FakeOpenAI) -> None:

@@ -9,6 +9,7 @@ exchange Tusk has not seen (a client that builds its own history, or one older t
 app's memory sees them either way. System messages are ignored: the app's own prompt applies.
 
 Workflow apps take the query as the Start node's one text field; completion apps as their query.
+Agent-chat apps answer with the agent's text; its tool rounds are recorded, not sent.
 An optional `inputs` object (beyond OpenAI's fields) fills the app's other inputs."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tusk.apps import chatflow_app, easy_app
+from tusk.apps import agent_app, chatflow_app, easy_app
 from tusk.apps.conversations import (
     Outcome,
     Speaker,
@@ -34,6 +35,7 @@ from tusk.apps.conversations import (
 )
 from tusk.apps.easy_config import AppUnavailable, form_variables, read_config
 from tusk.apps.end_users import ANONYMOUS, end_user
+from tusk.apps.running import RunningTurn
 from tusk.apps.tasks import TaskRegistry
 from tusk.apps.workflow_app import Caller, pick_workflow, start_form, start_run
 from tusk.db import kv
@@ -48,7 +50,7 @@ from tusk.workflow.runner import RunHandle, WorkflowRunner
 
 EXCHANGE_DAYS = 7
 KEY_PREFIX = "openai-exchange:"
-CHAT_MODES = ("chat", "advanced-chat")
+CHAT_MODES = ("chat", "agent-chat", "advanced-chat")
 TEXT_FIELDS = ("text-input", "paragraph")
 Turn = tuple[str, str]  # (user message, assistant answer)
 ERROR_TYPES = {
@@ -191,16 +193,21 @@ async def start(deps: CompatDeps, app: App, request: CompatRequest) -> Answer:
     if app.mode == "completion":
         completion = easy_app.EasyRequest(request.query, request.inputs, speaker)
         generation = await easy_app.start_generation(_easy(deps), app, completion)
-        return _easy_answer(generation, None)
+        return _running_answer(generation, None)
     if app.mode not in CHAT_MODES:
         raise CompatError(f"Apps of mode {app.mode} cannot be called here yet.")
     conversation_id = await _conversation(deps, app, request, speaker)
-    if app.mode == "chat":
+    if app.mode in ("chat", "agent-chat"):
         chat = easy_app.EasyRequest(
             request.query, request.inputs, speaker, conversation_id, auto_generate_name=False
         )
-        generation = await easy_app.start_generation(_easy(deps), app, chat)
-        return _easy_answer(generation, _remember(deps, app, request, generation.ids))
+        running: RunningTurn
+        if app.mode == "chat":
+            running = await easy_app.start_generation(_easy(deps), app, chat)
+        else:
+            agent_deps = agent_app.AgentDeps(deps.sessions, deps.models, deps.tasks, deps.runner)
+            running = await agent_app.start_turn(agent_deps, app, chat)
+        return _running_answer(running, _remember(deps, app, request, running.ids))
     turn = chatflow_app.ChatRequest(
         query=request.query,
         inputs=request.inputs,
@@ -210,7 +217,7 @@ async def start(deps: CompatDeps, app: App, request: CompatRequest) -> Answer:
         created_by=speaker.end_user_id,
     )
     started = await chatflow_app.start_turn(deps.sessions, deps.runner, deps.tasks, app, turn)
-    return _turn_answer(started, _remember(deps, app, request, started.ids))
+    return _running_answer(started, _remember(deps, app, request, started.ids))
 
 
 def _easy(deps: CompatDeps) -> easy_app.EasyDeps:
@@ -279,13 +286,7 @@ def _remember(deps: CompatDeps, app: App, request: CompatRequest, ids: Any) -> R
 # --- answers of each mode ------------------------------------------------------------------
 
 
-def _easy_answer(generation: easy_app.Generation, remember: Remember | None) -> Answer:
-    answer = Answer(id=generation.ids.message_id, parts=_nothing())
-    answer.parts = _chunk_texts(answer, generation.chunks(), remember)
-    return answer
-
-
-def _turn_answer(turn: chatflow_app.Turn, remember: Remember) -> Answer:
+def _running_answer(turn: RunningTurn | chatflow_app.Turn, remember: Remember | None) -> Answer:
     answer = Answer(id=turn.ids.message_id, parts=_nothing())
     answer.parts = _chunk_texts(answer, turn.chunks(), remember)
     return answer
@@ -299,10 +300,11 @@ async def _nothing() -> AsyncIterator[str]:
 async def _chunk_texts(
     answer: Answer, chunks: AsyncIterator[dict[str, Any]], remember: Remember | None
 ) -> AsyncIterator[str]:
-    """The text of a chat app's chunks (Dify's shapes); usage and errors go to `answer`."""
+    """The text of a chat app's chunks (Dify's shapes; an agent's tool rounds are left out);
+    usage and errors go to `answer`."""
     async for chunk in chunks:
         event = chunk["event"]
-        if event == "message" and chunk.get("answer"):
+        if event in ("message", "agent_message") and chunk.get("answer"):
             yield str(chunk["answer"])
         elif event == "message_replace":
             answer.filtered, answer.replacement = True, str(chunk.get("answer") or "")
