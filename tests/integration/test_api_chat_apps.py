@@ -595,6 +595,69 @@ async def test_a_client_that_disconnects_stops_the_generation(
     assert answer != "".join(SLOW)
 
 
+async def test_the_first_token_does_not_wait_for_the_turns_rows(
+    fresh_database: str, openai: FakeOpenAI
+) -> None:
+    """The turn's rows are written while the model is called; only its end waits for them."""
+    openai.clear()
+    async with (
+        api_app(fresh_database, **env(openai)) as one,
+        api_client(fresh_database, **env(openai)) as client,
+        engine_scope(fresh_database) as engine,
+        engine.connect() as blocker,
+    ):
+        _, key = await configured_app(client, await login_admin(client), "chat", document())
+        openai.reply("Hello there", chunks=["Hello", " there"])
+        body = {"query": "hi", "user": "u", "response_mode": "streaming",
+                "auto_generate_name": False}  # fmt: skip
+        await blocker.execute(text("LOCK TABLE messages IN EXCLUSIVE MODE"))  # no insert passes
+        async with aclosing(stream_events(one, "/v1/chat-messages", body, key)) as stream:
+            first = await asyncio.wait_for(anext(stream), 10)
+            assert (first["event"], first["answer"]) == ("message", "Hello")
+            rest = asyncio.create_task(anext(stream))
+            second = await asyncio.wait_for(rest, 10)
+            assert second["answer"] == " there"
+            end = asyncio.create_task(anext(stream))
+            await asyncio.sleep(0.5)
+            assert not end.done()  # message_end waits for the message's row
+            await blocker.rollback()
+            assert (await asyncio.wait_for(end, 10))["event"] == "message_end"
+    assert await rows(fresh_database, "SELECT answer, status FROM messages") == [
+        ("Hello there", "normal")
+    ]
+
+
+async def test_a_turn_whose_rows_cannot_be_written_fails_and_leaves_none(
+    fresh_database: str, openai: FakeOpenAI
+) -> None:
+    openai.clear()
+    async with api_client(fresh_database, **env(openai)) as client:
+        _, key = await configured_app(client, await login_admin(client), "chat", document())
+        async with engine_scope(fresh_database) as engine, engine.begin() as conn:
+            await conn.execute(text(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$"
+            ))  # fmt: skip
+            await conn.execute(text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON messages "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            ))  # fmt: skip
+        openai.reply("Hello there", chunks=["Hello", " there"])
+        body = {"query": "hi", "user": "u", "response_mode": "streaming"}
+        reply = await client.post("/v1/chat-messages", json=body, headers=bearer(key))
+        sent = events(reply.text)
+        assert sent[-1]["event"] == "error"
+        assert sent[-1]["status"] == 500
+        assert "message_end" not in [chunk["event"] for chunk in sent]
+        blocking = await client.post(
+            "/v1/chat-messages", json={**body, "response_mode": "blocking"}, headers=bearer(key)
+        )
+        assert blocking.status_code == 500
+        assert blocking.json()["code"] == "internal_server_error"
+    assert await rows(fresh_database, "SELECT count(*) FROM messages") == [(0,)]
+    assert await rows(fresh_database, "SELECT count(*) FROM conversations") == [(0,)]
+
+
 async def test_an_app_that_finishes_in_the_background_outlives_its_client(
     fresh_database: str, openai: FakeOpenAI
 ) -> None:

@@ -135,8 +135,7 @@ class Setup:
 async def start_turn(deps: AgentDeps, app: App, request: AgentRequest) -> AgentTurn:
     if app.mode != "agent-chat":
         raise AppUnavailable("Please check if your app mode matches the right API route.")
-    async with deps.sessions.begin() as db:
-        opened = await open_turn(db, app, request, deps.cache, agent_based=True)
+    opened = await open_turn(deps.sessions, app, request, deps.cache, agent_based=True)
     setup = Setup(
         app,
         opened.config,
@@ -148,7 +147,7 @@ async def start_turn(deps: AgentDeps, app: App, request: AgentRequest) -> AgentT
         request.auto_generate_name,
         opened.files,
     )
-    turn = AgentTurn(deps, setup, turn_ids(app, opened.message))
+    turn = AgentTurn(deps, setup, turn_ids(app, opened.message), opened.recorded)
     turn.start()
     return turn
 
@@ -156,8 +155,11 @@ async def start_turn(deps: AgentDeps, app: App, request: AgentRequest) -> AgentT
 class AgentTurn(RunningTurn):
     """One running turn of an agent-chat app."""
 
-    def __init__(self, deps: AgentDeps, setup: Setup, ids: ChatIds) -> None:
-        super().__init__(deps.tasks, ids, finish_in_background=setup.app.finish_in_background)
+    def __init__(
+        self, deps: AgentDeps, setup: Setup, ids: ChatIds, recorded: asyncio.Task[None]
+    ) -> None:
+        background = setup.app.finish_in_background
+        super().__init__(deps.tasks, ids, recorded, finish_in_background=background)
         self.deps = deps
         self.setup = setup
         self.agent: Agent | None = None
@@ -295,8 +297,12 @@ class AgentTurn(RunningTurn):
     async def _end(
         self, status: str, code: str = "", error: str | None = None, http_status: int = 400
     ) -> None:
-        await self._save_steps()
-        await finish_message(self.deps.sessions, self.setup.message, self._outcome(status, error))
+        if status != "error":
+            await self.rows_written()  # raises if the turn could not be recorded: it fails
+        if await self.rows_were_written():
+            await self._save_steps()
+            outcome = self._outcome(status, error)
+            await finish_message(self.deps.sessions, self.setup.message, outcome)
         if status == "error":
             self._put(error_chunk(self.ids, error or "", code, http_status))
             return

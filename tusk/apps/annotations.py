@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -524,17 +524,20 @@ async def reply_from_annotations(
     message: Message,
     query: str,
     cache: AppCache | None = None,
+    message_written: Callable[[], Awaitable[None]] | None = None,
 ) -> AnnotationReply | None:
     """The annotation that answers `query`, when the app's reply is on and one is close enough;
-    the hit is recorded against `message`. A failure (of the embedding model, say) is logged and
-    the query goes to the model, as in Dify. With a `cache`, whether the reply is on is read
-    from it."""
+    the hit is recorded against `message` (once `message_written` says that row is there). A
+    failure (of the embedding model, say) is logged and the query goes to the model, as in Dify.
+    With a `cache`, whether the reply is on is read from it."""
     if app.mode not in REPLY_MODES or not query.strip():
         return None
     try:
         hit = await _nearest(sessions, models, app, query, cache)
         if hit is None:
             return None
+        if message_written is not None:
+            await message_written()
         async with sessions.begin() as db:
             return await _record_hit(db, message, query, hit)
     except (TuskError, OSError) as exc:

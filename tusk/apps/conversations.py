@@ -67,7 +67,16 @@ async def open_conversation(
     """The conversation named (locked for this turn), or a new one with these inputs."""
     if conversation_id:
         return await find_conversation(db, app, speaker, conversation_id, lock=True)
-    conversation = Conversation(
+    conversation = new_conversation(app, speaker, inputs)
+    db.add(conversation)
+    await db.flush()
+    return conversation
+
+
+def new_conversation(app: App, speaker: Speaker, inputs: dict[str, Any]) -> Conversation:
+    """A new conversation's row, with its id, not yet added to a session."""
+    return Conversation(
+        id=uuid.uuid4(),
         workspace_id=app.workspace_id,
         app_id=app.id,
         app_model_config_id=app.app_model_config_id,
@@ -78,9 +87,6 @@ async def open_conversation(
         from_end_user_id=speaker.end_user_id,
         from_account_id=speaker.account_id,
     )
-    db.add(conversation)
-    await db.flush()
-    return conversation
 
 
 async def new_message(
@@ -95,20 +101,29 @@ async def new_message(
 ) -> Message:
     """The message of this turn, answered later by `finish_message`; its parent is the
     conversation's last message, as Dify threads them (a new conversation has none)."""
-    parent = None
+    message = message_row(
+        conversation, speaker, query=query, inputs=inputs, agent_based=agent_based
+    )
     if not new_conversation:
-        last = (
-            select(Message.id)
-            .where(Message.conversation_id == conversation.id)
-            .order_by(Message.created_at.desc())
-            .limit(1)
-        )
-        parent = (await db.execute(last)).scalar()
-    message = Message(
+        message.parent_message_id = await last_message_id(db, conversation.id)
+    db.add(message)
+    await db.flush()  # the insert returns the server's defaults (id, created_at): no re-read
+    return message
+
+
+def message_row(
+    conversation: Conversation,
+    speaker: Speaker,
+    *,
+    query: str,
+    inputs: dict[str, Any],
+    agent_based: bool = False,
+) -> Message:
+    """A new message's row in this conversation, not yet added to a session."""
+    return Message(
         workspace_id=conversation.workspace_id,
         app_id=conversation.app_id,
         conversation_id=conversation.id,
-        parent_message_id=parent,
         inputs=inputs,
         query=query,
         from_source=speaker.source,
@@ -116,9 +131,17 @@ async def new_message(
         from_account_id=speaker.account_id,
         agent_based=agent_based,
     )
-    db.add(message)
-    await db.flush()  # the insert returns the server's defaults (id, created_at): no re-read
-    return message
+
+
+async def last_message_id(db: AsyncSession, conversation_id: uuid.UUID) -> uuid.UUID | None:
+    """The conversation's latest message: the parent of its next one, as Dify threads them."""
+    last = (
+        select(Message.id)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(Message.created_at.desc())
+        .limit(1)
+    )
+    return (await db.execute(last)).scalar()
 
 
 async def commit_without_waiting_for_disk(db: AsyncSession) -> None:

@@ -93,8 +93,7 @@ class Setup:
 async def start_generation(deps: EasyDeps, app: App, request: EasyRequest) -> Generation:
     if app.mode not in EASY_MODES:
         raise AppUnavailable("Please check if your app mode matches the right API route.")
-    async with deps.sessions.begin() as db:
-        opened = await open_turn(db, app, request, deps.cache)
+    opened = await open_turn(deps.sessions, app, request, deps.cache)
     setup = Setup(
         app,
         opened.config,
@@ -105,7 +104,7 @@ async def start_generation(deps: EasyDeps, app: App, request: EasyRequest) -> Ge
         request.auto_generate_name,
         opened.files,
     )
-    generation = Generation(deps, setup, turn_ids(app, opened.message))
+    generation = Generation(deps, setup, turn_ids(app, opened.message), opened.recorded)
     generation.start()
     return generation
 
@@ -113,8 +112,11 @@ async def start_generation(deps: EasyDeps, app: App, request: EasyRequest) -> Ge
 class Generation(RunningTurn):
     """One running generation of a chat or completion app."""
 
-    def __init__(self, deps: EasyDeps, setup: Setup, ids: ChatIds) -> None:
-        super().__init__(deps.tasks, ids, finish_in_background=setup.app.finish_in_background)
+    def __init__(
+        self, deps: EasyDeps, setup: Setup, ids: ChatIds, recorded: asyncio.Task[None]
+    ) -> None:
+        background = setup.app.finish_in_background
+        super().__init__(deps.tasks, ids, recorded, finish_in_background=background)
         self.deps = deps
         self.setup = setup
         self.rules = keyword_rules(setup.config.sensitive_word_avoidance)
@@ -136,7 +138,7 @@ class Generation(RunningTurn):
             return
         reply = await annotation_reply.reply_from_annotations(
             self.deps.sessions, self.deps.models, setup.app, setup.message, setup.query,
-            self.deps.cache,
+            self.deps.cache, self.rows_written,
         )  # fmt: skip
         if reply is not None:
             self.answer, self.annotation_reply = reply.answer, reply.metadata
@@ -234,15 +236,16 @@ class Generation(RunningTurn):
         )
 
     async def _end(self, status: str) -> None:
+        await self.rows_written()
         await finish_message(self.deps.sessions, self.setup.message, self._outcome(status))
         self._put({**message_end(self.ids, self.metadata()), "files": self.setup.files.shown})
         if status == "normal" and self.setup.first_turn and self.setup.auto_name:
             self._name_conversation()
 
     async def _fail(self, code: str, message: str, status: int) -> None:
-        await finish_message(
-            self.deps.sessions, self.setup.message, self._outcome("error", message)
-        )
+        if await self.rows_were_written():
+            outcome = self._outcome("error", message)
+            await finish_message(self.deps.sessions, self.setup.message, outcome)
         self._put(error_chunk(self.ids, message, code, status))
 
     def _name_conversation(self) -> None:

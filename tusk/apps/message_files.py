@@ -195,10 +195,20 @@ async def record_files(
     belongs_to: str = "user",
 ) -> list[dict[str, Any]]:
     """The files kept as the message's files; returns them as Dify shows message files."""
+    rows, shown = file_rows(message, values, belongs_to)
+    db.add_all(rows)
+    await db.flush()
+    return shown
+
+
+def file_rows(
+    message: Message, values: Sequence[Mapping[str, Any]], belongs_to: str = "user"
+) -> tuple[list[MessageFile], list[dict[str, Any]]]:
+    """The rows of the message's files, and the files as Dify shows message files."""
     role, creator = _creator(message)
     # Ids in ascending order: listed by (created_at, id), the files keep the order they were sent.
     ids = sorted(uuid.uuid4() for _ in values)
-    shown = []
+    rows, shown = [], []
     for file_id, value in zip(ids, values, strict=True):
         row = MessageFile(
             id=file_id,
@@ -212,10 +222,9 @@ async def record_files(
             created_by_role=role,
             created_by=creator,
         )
-        db.add(row)
+        rows.append(row)
         shown.append(file_json(row, value.get("filename"), value.get("mime_type"), value["size"]))
-    await db.flush()
-    return shown
+    return rows, shown
 
 
 def preview_url(upload_file_id: uuid.UUID) -> str:

@@ -50,9 +50,17 @@ def wire_error(exc: Exception) -> tuple[str, str, int]:
 
 
 class RunningTurn(ABC):
-    def __init__(self, tasks: TaskRegistry, ids: ChatIds, *, finish_in_background: bool) -> None:
+    def __init__(
+        self,
+        tasks: TaskRegistry,
+        ids: ChatIds,
+        recorded: asyncio.Task[None],
+        *,
+        finish_in_background: bool,
+    ) -> None:
         self.tasks = tasks
         self.ids = ids
+        self.recorded = recorded  # the write of the turn's own rows (tusk.apps.turns)
         self.finish_in_background = finish_in_background  # a reader that leaves does not stop it
         self.answer = ""  # as the user sees it
         self.stopped = False
@@ -71,6 +79,18 @@ class RunningTurn(ABC):
 
     @abstractmethod
     def metadata(self) -> dict[str, Any]: ...
+
+    async def rows_written(self) -> None:
+        """Wait until the turn's own rows are written (what refers to them, and its end, are
+        written after); raises if they could not be."""
+        await asyncio.shield(self.recorded)  # a stopped turn does not cut the write short
+
+    async def rows_were_written(self) -> bool:
+        try:
+            await self.rows_written()
+        except Exception:  # reported by the turn's failure (the first wait raised it)
+            return False
+        return True
 
     def start(self) -> None:
         self.tasks.register(self.ids.task_id, self.stop)

@@ -1,25 +1,33 @@
 """The start of a turn of an app configured by a `model_config` document (chat, completion,
-agent-chat): the request, its conversation and its message, written in one transaction."""
+agent-chat): the request is checked and the turn settled (its conversation, its message, their
+ids), then its rows are written in one transaction in the background, while the model is called.
+The first token does not wait for that write; the turn's end waits for it before it writes."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tusk.apps.cache import AppCache
 from tusk.apps.chat_wire import ChatIds
 from tusk.apps.conversations import (
     Speaker,
     commit_without_waiting_for_disk,
-    new_message,
-    open_conversation,
+    find_conversation,
+    last_message_id,
+    message_row,
+    new_conversation,
 )
 from tusk.apps.easy_config import AppUnavailable, EasyConfig, form_variables, read_config
-from tusk.apps.message_files import ChatFiles, file_rules, record_files, request_files
-from tusk.db.models import App, AppModelConfig, Message
+from tusk.apps.message_files import ChatFiles, file_rows, file_rules, request_files
+from tusk.db.models import App, AppModelConfig, Conversation, Message
+from tusk.db.models.message_files import MessageFile
 from tusk.workflow.files import UploadResolver
 from tusk.workflow.inputs import check_inputs
 
@@ -46,6 +54,7 @@ class OpenedTurn:
     inputs: dict[str, Any]
     first_turn: bool  # a chat's new conversation (completion requests never have one)
     files: ChatFiles
+    recorded: asyncio.Task[None]  # the write of the turn's rows; raises if it failed
 
 
 async def config_document(
@@ -65,7 +74,7 @@ async def config_document(
 
 
 async def open_turn(
-    db: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
     app: App,
     request: TurnRequest,
     cache: AppCache | None = None,
@@ -73,37 +82,57 @@ async def open_turn(
     agent_based: bool = False,
 ) -> OpenedTurn:
     """The conversation (an existing one keeps its inputs and the config it started with; a
-    completion request always starts its own) and the message of this turn."""
+    completion request always starts its own) and the message of this turn. Bad input raises
+    here, before anything is written."""
     continuing = bool(request.conversation_id) and app.mode != "completion"
-    await commit_without_waiting_for_disk(db)
-    if continuing:
-        conversation = await open_conversation(
-            db, app, request.speaker, request.conversation_id, {}
-        )
-        document = await config_document(db, app, conversation.app_model_config_id, cache)
-        config = read_config(document)
-        inputs = dict(conversation.inputs)
-    else:
-        document = await config_document(db, app, app.app_model_config_id, cache)
-        config = read_config(document)
-        resolve = UploadResolver(db, app.workspace_id)
-        inputs = await check_inputs(form_variables(config), request.inputs, resolve)
-        conversation = await open_conversation(db, app, request.speaker, None, inputs)
-    rules = file_rules(document)
-    files = await request_files(db, app.workspace_id, rules, request.files)
-    message = await new_message(
-        db,
-        conversation,
-        request.speaker,
-        query=request.query,
-        inputs=inputs,
-        new_conversation=not continuing,
-        agent_based=agent_based,
+    # Reads only: with the app's config cached, a new conversation takes no connection at all.
+    async with sessions.begin() as db:
+        if continuing:
+            conversation = await find_conversation(
+                db, app, request.speaker, request.conversation_id
+            )
+            document = await config_document(db, app, conversation.app_model_config_id, cache)
+            config = read_config(document)
+            inputs = dict(conversation.inputs)
+        else:
+            document = await config_document(db, app, app.app_model_config_id, cache)
+            config = read_config(document)
+            resolve = UploadResolver(db, app.workspace_id)
+            inputs = await check_inputs(form_variables(config), request.inputs, resolve)
+            conversation = new_conversation(app, request.speaker, inputs)
+        rules = file_rules(document)
+        files = await request_files(db, app.workspace_id, rules, request.files)
+    message = message_row(
+        conversation, request.speaker, query=request.query, inputs=inputs, agent_based=agent_based
     )
-    shown = await record_files(db, message, files)
+    message.id, message.created_at = uuid.uuid4(), datetime.now(UTC)
+    rows, shown = file_rows(message, files)
+    started = None if continuing else conversation
+    recorded = asyncio.create_task(_record(sessions, started, message, rows))
     chat_files = ChatFiles(files, rules.detail if rules else "high", shown)
     first = not continuing and app.mode != "completion"
-    return OpenedTurn(document, config, message, inputs, first, chat_files)
+    return OpenedTurn(document, config, message, inputs, first, chat_files, recorded)
+
+
+async def _record(
+    sessions: async_sessionmaker[AsyncSession],
+    started: Conversation | None,
+    message: Message,
+    files: list[MessageFile],
+) -> None:
+    """Write a turn's rows: the conversation it starts, or else the lock on the one it continues
+    (turns of one conversation are threaded one after another), its message and its files."""
+    async with sessions.begin() as db:
+        await commit_without_waiting_for_disk(db)
+        if started is not None:
+            db.add(started)
+            await db.flush()  # before the message that refers to it
+        else:
+            locked = select(Conversation.id).where(Conversation.id == message.conversation_id)
+            await db.execute(locked.with_for_update())
+            message.parent_message_id = await last_message_id(db, message.conversation_id)
+        db.add(message)
+        db.add_all(files)
 
 
 def turn_ids(app: App, message: Message) -> ChatIds:
