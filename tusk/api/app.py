@@ -116,6 +116,9 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app = FastAPI(title="Tusk", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
+    # Routes are matched in order: the generation endpoints, the hottest, come first.
+    app.include_router(service_chat.router)
+    app.include_router(workflows.service_router)
     routers = (
         system,
         console_auth,
@@ -135,8 +138,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     for module in routers:
         app.include_router(module.router)
-    app.include_router(workflows.service_router)
-    app.include_router(service_chat.router)
     app.include_router(workflows.console_router)
     app.include_router(knowledge.estimate_router)  # before /datasets/{dataset_id} routes
     app.include_router(knowledge.service_router)

@@ -85,8 +85,9 @@ async def open_turn(
     completion request always starts its own) and the message of this turn. Bad input raises
     here, before anything is written."""
     continuing = bool(request.conversation_id) and app.mode != "completion"
-    # Reads only: with the app's config cached, a new conversation takes no connection at all.
-    async with sessions.begin() as db:
+    # Reads only (no commit): with the app's config cached, a new conversation takes no
+    # connection at all.
+    async with sessions() as db:
         if continuing:
             conversation = await find_conversation(
                 db, app, request.speaker, request.conversation_id
