@@ -1,8 +1,9 @@
 """`openai`: the OpenAI API and every OpenAI-compatible server (vLLM, Ollama, LM Studio,
 llama.cpp, DeepSeek, Groq, Together), and Azure OpenAI when an API version is given.
 
-Uses the official SDK with its own retries off: the runtime retries, with one policy for all
-providers and never after a stream has started.
+Streamed chats, the hot path, are plain HTTP (openai_http); embeddings and model listing use the
+official SDK. Retries are the runtime's, with one policy for all providers and never after a
+stream has started (the SDK's own are off).
 """
 
 from __future__ import annotations
@@ -11,29 +12,30 @@ from collections.abc import AsyncIterator, Sequence
 from functools import cached_property
 from typing import Any
 
+import httpx
 import openai
 
 from tusk.models.base import ChatModel, CredentialField, EmbeddingModel, Model, Provider
 from tusk.models.errors import (
-    BadRequest,
     BadResponse,
-    ContextTooLong,
-    InvalidCredentials,
     ModelError,
     ModelTimeout,
     ProviderUnavailable,
-    RateLimited,
-    UnknownModel,
-    broken_stream,
 )
 from tusk.models.providers.http_rerank import HttpRerank
+from tusk.models.providers.openai_http import (
+    auth_headers,
+    chat_url,
+    not_the_protocol,
+    status_error,
+    stream_chunks,
+)
 from tusk.models.providers.openai_wire import (
     chunk_events,
     finish_reason,
     message_to_wire,
     tools_to_wire,
 )
-from tusk.models.resilience import parse_retry_after
 from tusk.models.types import (
     ChatEvent,
     ChatRequest,
@@ -56,79 +58,52 @@ KNOWN_MODELS = [
 ]
 
 
-def _status_error(model: str, exc: openai.APIStatusError) -> ModelError:
-    message = exc.message
-    retry_after = parse_retry_after(dict(exc.response.headers))
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return InvalidCredentials(model, message)
-    if isinstance(exc, openai.RateLimitError):
-        return RateLimited(model, message, retry_after=retry_after)
-    if exc.code == "context_length_exceeded" or "maximum context length" in message:
-        return ContextTooLong(model, message)
-    if isinstance(exc, openai.NotFoundError):
-        if exc.code == "model_not_found" or "model" in message.lower():
-            return UnknownModel(model, message)
-        return BadResponse(model, f"404 from the server: is it an OpenAI-compatible API? {message}")
-    if exc.status_code >= 500:
-        return ProviderUnavailable(model, message, retry_after=retry_after)
-    return BadRequest(model, message)
-
-
 def provider_error(model: str, exc: Exception) -> ModelError:
     """The typed error for anything the SDK or the connection raised."""
     if isinstance(exc, ModelError):
         return exc
     if isinstance(exc, openai.APIStatusError):
-        return _status_error(model, exc)
+        response = exc.response
+        return status_error(model, response.status_code, response.headers, response.content)
     if isinstance(exc, openai.APITimeoutError):
         return ModelTimeout(model, "the request timed out")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
         return ProviderUnavailable(model, f"cannot connect: {' '.join(str(cause).split())}")
-    detail = " ".join(str(exc).split()) or type(exc).__name__
-    return BadResponse(model, f"the server's answer is not OpenAI's protocol: {detail}")
-
-
-def stream_error(model: str, exc: Exception) -> ModelError:
-    """An error once the stream has started: the answer broke off."""
-    if isinstance(exc, openai.APIStatusError | openai.APITimeoutError | ModelError | ValueError):
-        return provider_error(model, exc)
-    return broken_stream(model, exc)
+    return not_the_protocol(model, " ".join(str(exc).split()) or type(exc).__name__)
 
 
 class OpenAIChat(ChatModel):
     def __init__(self, provider: OpenAIProvider, name: str) -> None:
         super().__init__(provider.instance_name, name)
-        self.client = provider.client
+        self.http = provider.http
+        self.url, self.params = chat_url(provider.base_url, name, provider.api_version)
 
-    def _arguments(self, request: ChatRequest) -> dict[str, Any]:
-        arguments: dict[str, Any] = {
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            # Parameters go in the body as given, including a server's own (vLLM's top_k, ...).
+            **request.parameters,
             "model": self.name,
             "messages": [message_to_wire(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
-            # Parameters go in the body as given, including a server's own (vLLM's top_k, ...).
-            "extra_body": dict(request.parameters),
         }
         if request.tools:
-            arguments["tools"] = tools_to_wire(request.tools)
-        return arguments
+            body["tools"] = tools_to_wire(request.tools)
+        return body
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
-        try:
-            stream = await self.client.chat.completions.create(**self._arguments(request))
-        except Exception as exc:
-            raise provider_error(self.full_name, exc) from exc
         reason = None
+        chunks = stream_chunks(
+            self.http, self.full_name, self.url, self.params, self._body(request)
+        )
         try:
-            async for chunk in stream:
+            async for chunk in chunks:
                 reason = finish_reason(chunk) or reason
                 for event in chunk_events(chunk):
                     yield event
-        except Exception as exc:
-            raise stream_error(self.full_name, exc) from exc
         finally:
-            await stream.close()  # also when the caller stops early: the request ends upstream
+            await chunks.aclose()  # also when the caller stops early: the request ends upstream
         if reason is None:
             raise BadResponse(self.full_name, "the stream ended without a finish reason")
         yield Finish(reason)
@@ -169,11 +144,31 @@ class OpenAIProvider(Provider):
     def base_url(self) -> str:
         return (self.credentials.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
 
+    @property
+    def api_key(self) -> str:
+        # Local servers (Ollama, vLLM) take any key; the SDK insists on one.
+        return self.credentials.get("api_key") or "unused"
+
+    @property
+    def api_version(self) -> str | None:
+        return self.credentials.get("api_version") or None
+
+    @cached_property
+    def http(self) -> httpx.AsyncClient:
+        """Streamed chats go through this client (see openai_http); the rest through the SDK."""
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeouts.read, connect=self.timeouts.connect),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+            verify=ssl_context(),
+            headers=auth_headers(
+                self.api_key, self.credentials.get("organization"), self.api_version is not None
+            ),
+        )
+
     @cached_property
     def client(self) -> openai.AsyncOpenAI:
         timeout = openai.Timeout(self.timeouts.read, connect=self.timeouts.connect)
-        # Local servers (Ollama, vLLM) take any key; the SDK insists on one.
-        api_key = self.credentials.get("api_key") or "unused"
+        api_key = self.api_key
         if self.credentials.get("api_version"):
             return openai.AsyncAzureOpenAI(
                 api_key=api_key,
@@ -195,6 +190,8 @@ class OpenAIProvider(Provider):
     async def aclose(self) -> None:
         if "client" in self.__dict__:
             await self.client.close()
+        if "http" in self.__dict__:
+            await self.http.aclose()
 
     def models(self) -> list[ModelInfo]:
         if self.declared_models or self.credentials.get("base_url"):

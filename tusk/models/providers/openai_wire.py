@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from tusk.models.types import (
@@ -57,29 +57,30 @@ def tools_to_wire(tools: Sequence[ToolDefinition]) -> list[dict[str, Any]]:
     ]
 
 
-def chunk_events(chunk: Any) -> Iterator[ChatEvent]:
-    """The events in one `chat.completion.chunk` (the finish reason is read separately)."""
-    usage = getattr(chunk, "usage", None)
-    if usage is not None:
-        yield Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
-    for choice in chunk.choices or ():
-        delta = choice.delta
-        if delta is None:
+def chunk_events(chunk: Mapping[str, Any]) -> Iterator[ChatEvent]:
+    """The events in one `chat.completion.chunk`, as parsed JSON (the finish reason is read
+    separately)."""
+    usage = chunk.get("usage")
+    if isinstance(usage, Mapping):
+        yield Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta")
+        if not delta:
             continue
-        if delta.content:
-            yield TextDelta(delta.content)
-        for call in delta.tool_calls or ():
-            function = call.function
+        if content := delta.get("content"):
+            yield TextDelta(str(content))
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {}
             yield ToolCallDelta(
-                index=call.index,
-                id=call.id,
-                name=function.name if function else None,
-                arguments=(function.arguments or "") if function else "",
+                index=int(call.get("index") or 0),
+                id=call.get("id"),
+                name=function.get("name"),
+                arguments=str(function.get("arguments") or ""),
             )
 
 
-def finish_reason(chunk: Any) -> str | None:
-    for choice in chunk.choices or ():
-        if choice.finish_reason:
-            return str(choice.finish_reason)
+def finish_reason(chunk: Mapping[str, Any]) -> str | None:
+    for choice in chunk.get("choices") or ():
+        if reason := choice.get("finish_reason"):
+            return str(reason)
     return None
