@@ -206,6 +206,7 @@ async def finish_message(
         update(Conversation)
         .where(Conversation.id == select(answered.c.conversation_id).scalar_subquery())
         .values(counted)
+        .execution_options(synchronize_session=False)  # no loaded row to refresh: skip the work
     )
     async with sessions.begin() as db:
         await db.execute(both)
