@@ -595,10 +595,11 @@ async def test_a_client_that_disconnects_stops_the_generation(
     assert answer != "".join(SLOW)
 
 
-async def test_the_first_token_does_not_wait_for_the_turns_rows(
+async def test_the_model_call_does_not_wait_for_the_turns_rows(
     fresh_database: str, openai: FakeOpenAI
 ) -> None:
-    """The turn's rows are written while the model is called; only its end waits for them."""
+    """The turn's rows are written while the model is called; its chunks (which carry the ids
+    of those rows) reach the client once they are there."""
     openai.clear()
     async with (
         api_app(fresh_database, **env(openai)) as one,
@@ -612,16 +613,17 @@ async def test_the_first_token_does_not_wait_for_the_turns_rows(
                 "auto_generate_name": False}  # fmt: skip
         await blocker.execute(text("LOCK TABLE messages IN EXCLUSIVE MODE"))  # no insert passes
         async with aclosing(stream_events(one, "/v1/chat-messages", body, key)) as stream:
-            first = await asyncio.wait_for(anext(stream), 10)
-            assert (first["event"], first["answer"]) == ("message", "Hello")
-            rest = asyncio.create_task(anext(stream))
-            second = await asyncio.wait_for(rest, 10)
-            assert second["answer"] == " there"
-            end = asyncio.create_task(anext(stream))
-            await asyncio.sleep(0.5)
-            assert not end.done()  # message_end waits for the message's row
+            first = asyncio.create_task(anext(stream))
+            deadline = time.monotonic() + 10
+            while not openai.requests:  # the model is called while the rows wait for the lock
+                assert time.monotonic() < deadline, "the model was not called"
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            assert not first.done()  # nothing is told before the rows are there
             await blocker.rollback()
-            assert (await asyncio.wait_for(end, 10))["event"] == "message_end"
+            assert (await asyncio.wait_for(first, 10))["answer"] == "Hello"
+            rest = [chunk async for chunk in stream]
+            assert [c["event"] for c in rest] == ["message", "message_end"]
     assert await rows(fresh_database, "SELECT answer, status FROM messages") == [
         ("Hello there", "normal")
     ]

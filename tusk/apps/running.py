@@ -119,6 +119,9 @@ class RunningTurn(ABC):
         """The chunks in order; a reader that stops early stops the turn, unless it finishes in
         the background (it is recorded as it ends, and a stop request still stops it)."""
         try:
+            # The turn's ids are told once their rows are there (the model call does not wait
+            # for them), so that a client that reads its conversation at once finds it.
+            await self.rows_were_written()
             while (chunk := await self._queue.get()) is not None:
                 yield chunk
             self._ended = True

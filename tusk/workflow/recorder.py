@@ -1,6 +1,7 @@
 """Writes a run and its node executions to PostgreSQL without slowing the run down.
 
-The run's row is inserted when it starts; finished node executions are buffered and written in
+The run's row is inserted as it starts, while the run goes on (its events reach callers once the
+row is there: see tusk.workflow.runner); finished node executions are buffered and written in
 batches (one pipelined executemany) by a background task, and the run's row is updated once at the
 end together with the last batch. While the run lasts its heartbeat is refreshed, so that a run
 whose process died is found by the sweeper (tusk.workflow.jobs) and marked failed.
@@ -82,13 +83,26 @@ class RunRecorder:
         self.run_id = run_id
         self._pending: list[NodeRun] = []
         self._wake = asyncio.Event()
+        self._inserted: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._last_beat = 0.0
 
     # --- the run's life ------------------------------------------------------------------
 
+    def begin(self, inputs: Mapping[str, Any]) -> asyncio.Task[None]:
+        """Start inserting the run's row, and the writer (whose batches wait for that row), so
+        that the run need not wait for it; the insert is returned (it raises if it failed, and
+        `finish` raises it again)."""
+        self._inserted = asyncio.create_task(self._insert(inputs))
+        self._writer = asyncio.create_task(self._write_loop())
+        return self._inserted
+
     async def start(self, inputs: Mapping[str, Any]) -> None:
+        """`begin`, and wait for the run's row."""
+        await self.begin(inputs)
+
+    async def _insert(self, inputs: Mapping[str, Any]) -> None:
         """Insert the run's row, status `running`. It is only a marker until `finish` writes
         the outcome, so its commit does not wait for the disk: a crash in the next fraction of
         a second may lose it, along with the run it marks; `finish`'s durable commit flushes it
@@ -113,7 +127,6 @@ class RunRecorder:
                 )
             )
         self._last_beat = asyncio.get_running_loop().time()
-        self._writer = asyncio.create_task(self._write_loop())
 
     def __call__(self, event: Event) -> None:
         """The executor's event sink: buffers what is to be written; never waits."""
@@ -125,6 +138,8 @@ class RunRecorder:
     async def finish(self, state: RunState) -> None:
         """Write what is left and the run's result in one transaction."""
         await self._stop_writer()
+        if self._inserted is not None:
+            await self._inserted  # a run whose row could not be written fails here
         async with self.sessions.begin() as db:
             await self._write_nodes(db)
             await db.execute(
@@ -168,6 +183,11 @@ class RunRecorder:
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._inserted is not None:
+            try:
+                await asyncio.shield(self._inserted)
+            except Exception:  # reported by `finish`
+                return
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FLUSH_EVERY):

@@ -69,8 +69,12 @@ class RunHandle:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.pool: VariablePool | None = None  # the run's values (conversation.* at the end)
+        # Set once the run's row is written: its events are told after, so that a caller that
+        # reads the run by its id on `workflow_started` finds it. The run does not wait for it.
+        self.recorded = asyncio.Event()
 
     async def events(self) -> AsyncIterator[Event]:
+        await self.recorded.wait()
         while (event := await self.queue.get()) is not _END:
             yield event
 
@@ -169,7 +173,8 @@ class WorkflowRunner:
         executor.state.created_by = request.creator
         self._running[handle.run_id] = executor
         try:
-            await recorder.start(request.inputs)
+            inserted = recorder.begin(request.inputs)
+            inserted.add_done_callback(lambda _: handle.recorded.set())
             state = await executor.run()
             await recorder.finish(state)
         except BaseException as exc:
@@ -179,6 +184,7 @@ class WorkflowRunner:
             log.exception("workflow run %s ended unexpectedly", handle.run_id)
             held.append(RunFailed("the run ended unexpectedly; see the server log"))
         finally:
+            handle.recorded.set()  # whatever became of the row, the end is told
             self._running.pop(handle.run_id, None)
             for event in held:
                 handle.queue.put_nowait(event)
