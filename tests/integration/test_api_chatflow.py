@@ -3,7 +3,9 @@ and conversations recorded, conversation variables and memory across turns, user
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from contextlib import aclosing
 from typing import Any
@@ -213,3 +215,61 @@ async def test_a_chatflow_that_finishes_in_the_background_outlives_its_client(
         )
     [(answer,)] = await rows(fresh_database, "SELECT answer FROM messages")
     assert "word19" in answer
+
+
+async def test_the_run_does_not_wait_for_the_turns_rows(
+    fresh_database: str, openai: FakeOpenAI
+) -> None:
+    """The turn's conversation and message are written while the run starts; its chunks (which
+    carry their ids) reach the client once they are there."""
+    openai.clear()
+    env = {"openai_api_key": KEY, "openai_api_base": openai.base_url}
+    async with (
+        api_app(fresh_database, **env) as one,
+        api_client(fresh_database, **env) as client,
+        engine_scope(fresh_database) as engine,
+        engine.connect() as blocker,
+    ):
+        key = await published_chatflow(client, await setup_and_login(client))
+        openai.reply("Hello there", chunks=["Hello", " there"])
+        await blocker.execute(text("LOCK TABLE messages IN EXCLUSIVE MODE"))  # no insert passes
+        body = {"query": "hi", "user": "ann", "response_mode": "streaming"}
+        async with aclosing(stream_events(one, "/v1/chat-messages", body, key)) as stream:
+            first = asyncio.create_task(anext(stream))
+            deadline = time.monotonic() + 10
+            while not openai.requests:  # the LLM node runs while the rows wait for the lock
+                assert time.monotonic() < deadline, "the model was not called"
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            assert not first.done()
+            await blocker.rollback()
+            assert (await asyncio.wait_for(first, 10))["event"] == "workflow_started"
+            events_ = [chunk["event"] async for chunk in stream]
+            assert events_[-2:] == ["message_end", "workflow_finished"]
+    assert await rows(fresh_database, "SELECT answer, status FROM messages") == [
+        ("Hello there (turn 1)", "normal")
+    ]
+
+
+async def test_a_turn_whose_rows_cannot_be_written_fails_and_leaves_none(
+    fresh_database: str, openai: FakeOpenAI
+) -> None:
+    openai.clear()
+    env = {"openai_api_key": KEY, "openai_api_base": openai.base_url}
+    async with api_client(fresh_database, **env) as client:
+        key = await published_chatflow(client, await setup_and_login(client))
+        async with engine_scope(fresh_database) as engine, engine.begin() as conn:
+            await conn.execute(text(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$"
+            ))  # fmt: skip
+            await conn.execute(text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON messages "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            ))  # fmt: skip
+        openai.reply("Hello there")
+        body = {"query": "hi", "user": "ann", "response_mode": "streaming"}
+        reply = await client.post("/v1/chat-messages", json=body, headers=bearer(key))
+        assert [(c["event"], c.get("status")) for c in events(reply.text)] == [("error", 500)]
+    assert await rows(fresh_database, "SELECT count(*) FROM messages") == [(0,)]
+    assert await rows(fresh_database, "SELECT count(*) FROM conversations") == [(0,)]

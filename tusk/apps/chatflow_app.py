@@ -17,18 +17,26 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tusk.apps.chat_wire import ChatIds, blocking_body, message_chunk, message_end, workflow_chunk
+from tusk.apps.chat_wire import (
+    ChatIds,
+    blocking_body,
+    error_chunk,
+    message_chunk,
+    message_end,
+    workflow_chunk,
+)
 from tusk.apps.conversations import (
     ConversationHistory,
     Outcome,
     Speaker,
-    commit_without_waiting_for_disk,
+    find_conversation,
     finish_message,
-    new_message,
-    open_conversation,
+    new_conversation,
 )
-from tusk.apps.message_files import record_files
+from tusk.apps.message_files import file_rows
+from tusk.apps.running import INTERNAL_ERROR
 from tusk.apps.tasks import TaskRegistry
+from tusk.apps.turns import new_turn_message, record_turn, written
 from tusk.apps.workflow_app import pick_workflow, start_form, system_files
 from tusk.db.models import App, Message, Workflow
 from tusk.errors import TuskError
@@ -83,6 +91,7 @@ class Turn:
     message: Message
     sessions: async_sessionmaker[AsyncSession]
     tasks: TaskRegistry
+    recorded: asyncio.Task[None]  # the write of the turn's rows (tusk.apps.turns.record_turn)
     finish_in_background: bool = False  # a caller that goes away does not stop the run
     started: float = field(default_factory=time.perf_counter)
     answer: list[str] = field(default_factory=list)
@@ -91,6 +100,11 @@ class Turn:
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         run_id = str(self.handle.run_id)
         finished: WorkflowFinished | None = None
+        if not await written(self.recorded):  # the turn cannot be kept: it ends here
+            self.tasks.stop_here(self.ids.task_id)
+            self.tasks.unregister(self.ids.task_id)
+            yield error_chunk(self.ids, INTERNAL_ERROR, "internal_server_error", 500)
+            return
         try:
             async for event in self.handle.events():
                 self._note(event)
@@ -180,8 +194,7 @@ async def start_turn(
 ) -> Turn:
     if app.mode != "advanced-chat":
         raise NotChatApp("Please check if your app mode matches the right API route.")
-    async with sessions.begin() as db:
-        await commit_without_waiting_for_disk(db)
+    async with sessions() as db:  # reads; the turn's rows are written while the run starts
         workflow = await pick_workflow(
             db, app, version=request.version, draft=request.draft, runner=runner
         )
@@ -189,25 +202,20 @@ async def start_turn(
         resolve = UploadResolver(db, app.workspace_id)
         form: Sequence[Any] = start_form(plan)
         if request.conversation_id:
-            conversation = await open_conversation(
-                db, app, request.speaker, request.conversation_id, {}
+            conversation = await find_conversation(
+                db, app, request.speaker, request.conversation_id
             )
             inputs = dict(conversation.inputs)
         else:
             inputs = await check_inputs(form, request.inputs, resolve)
-            conversation = await open_conversation(db, app, request.speaker, None, inputs)
+            conversation = new_conversation(app, request.speaker, inputs)
         files = await system_files(request.files, resolve)
-        message = await new_message(
-            db,
-            conversation,
-            request.speaker,
-            query=request.query,
-            inputs=inputs,
-            new_conversation=not request.conversation_id,
-        )
-        await record_files(db, message, files)  # the user's files, kept with the message
-        variables = {**initial_variables(workflow), **(conversation.variables or {})}
-        dialogue_count = conversation.dialogue_count + 1
+    message = new_turn_message(conversation, request.speaker, query=request.query, inputs=inputs)
+    started = None if request.conversation_id else conversation
+    user_files, _ = file_rows(message, files)  # the user's files, kept with the message
+    recorded = asyncio.create_task(record_turn(sessions, started, message, user_files))
+    variables = {**initial_variables(workflow), **(conversation.variables or {})}
+    dialogue_count = (conversation.dialogue_count or 0) + 1  # a new one has no row yet
     run = RunRequest(
         app=app,
         workflow=workflow,
@@ -239,4 +247,4 @@ async def start_turn(
         mode=app.mode,
     )
     tasks.register(ids.task_id, lambda: runner.stop_here(handle.run_id))
-    return Turn(ids, handle, message, sessions, tasks, app.finish_in_background)
+    return Turn(ids, handle, message, sessions, tasks, recorded, app.finish_in_background)

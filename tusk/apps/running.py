@@ -14,6 +14,7 @@ from typing import Any
 
 from tusk.apps.chat_wire import ChatIds, blocking_body
 from tusk.apps.tasks import TaskRegistry
+from tusk.apps.turns import written
 from tusk.errors import TuskError
 from tusk.workflow.nodes.base import NodeError
 
@@ -86,11 +87,7 @@ class RunningTurn(ABC):
         await asyncio.shield(self.recorded)  # a stopped turn does not cut the write short
 
     async def rows_were_written(self) -> bool:
-        try:
-            await self.rows_written()
-        except Exception:  # reported by the turn's failure (the first wait raised it)
-            return False
-        return True
+        return await written(self.recorded)
 
     def start(self) -> None:
         self.tasks.register(self.ids.task_id, self.stop)

@@ -103,26 +103,51 @@ async def open_turn(
             conversation = new_conversation(app, request.speaker, inputs)
         rules = file_rules(document)
         files = await request_files(db, app.workspace_id, rules, request.files)
-    message = message_row(
+    message = new_turn_message(
         conversation, request.speaker, query=request.query, inputs=inputs, agent_based=agent_based
     )
-    message.id, message.created_at = uuid.uuid4(), datetime.now(UTC)
     rows, shown = file_rows(message, files)
     started = None if continuing else conversation
-    recorded = asyncio.create_task(_record(sessions, started, message, rows))
+    recorded = asyncio.create_task(record_turn(sessions, started, message, rows))
     chat_files = ChatFiles(files, rules.detail if rules else "high", shown)
     first = not continuing and app.mode != "completion"
     return OpenedTurn(document, config, message, inputs, first, chat_files, recorded)
 
 
-async def _record(
+def new_turn_message(
+    conversation: Conversation,
+    speaker: Speaker,
+    *,
+    query: str,
+    inputs: dict[str, Any],
+    agent_based: bool = False,
+) -> Message:
+    """A turn's message, with the id and time its chunks tell before its row is written."""
+    message = message_row(
+        conversation, speaker, query=query, inputs=inputs, agent_based=agent_based
+    )
+    message.id, message.created_at = uuid.uuid4(), datetime.now(UTC)
+    return message
+
+
+async def written(recorded: asyncio.Task[None]) -> bool:
+    """Wait for a turn's rows (without cutting their write short); False if it failed."""
+    try:
+        await asyncio.shield(recorded)
+    except Exception:  # reported by the turn's failure
+        return False
+    return True
+
+
+async def record_turn(
     sessions: async_sessionmaker[AsyncSession],
     started: Conversation | None,
     message: Message,
     files: list[MessageFile],
 ) -> None:
     """Write a turn's rows: the conversation it starts, or else the lock on the one it continues
-    (turns of one conversation are threaded one after another), its message and its files."""
+    (turns of one conversation are threaded one after another), its message and its files.
+    The message has its id and time already (`new_turn_message`)."""
     async with sessions.begin() as db:
         await commit_without_waiting_for_disk(db)
         if started is not None:
