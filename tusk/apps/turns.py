@@ -1,7 +1,8 @@
 """The start of a turn of an app configured by a `model_config` document (chat, completion,
 agent-chat): the request is checked and the turn settled (its conversation, its message, their
-ids), then its rows are written in one transaction in the background, while the model is called.
-The first token does not wait for that write; the turn's end waits for it before it writes."""
+ids), then its rows are written in one transaction in the background, while the model is called
+(chatflow turns write theirs the same way while their run starts). The model call does not wait
+for that write; the turn's chunks, which tell those ids, and its end wait for it."""
 
 from __future__ import annotations
 

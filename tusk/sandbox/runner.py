@@ -73,6 +73,7 @@ SANDBOX_USER = "tusk-sandbox"  # runs bwrap when Tusk runs as root
 HOST_ENV = {"PATH": "/usr/bin:/bin"}  # bwrap's own: its PID 1 shows it in /proc/1/environ
 STARTUP_TIMEOUT = 15.0
 EXIT_GRACE = 1.0  # how long a sandbox may take to exit (having answered, or lost its PID 1)
+EXIT_WAIT = 10.0  # how long a killed sandbox's exit is waited for
 STDERR_KEPT = 16 * 1024
 MAX_IDLE_CRASHES = 5
 UNSAFE_WARNING = (
@@ -249,7 +250,11 @@ class Worker:
         if self.alive:  # still starting, stuck, or unsafe: kill its process group
             _kill_children(self.process.pid)
             _kill_group(self.process.pid)
-        await asyncio.shield(self.exited)
+        # Killed, it is gone at once; asyncio reports the exit once its pipes are closed too,
+        # which a bounded wait keeps from holding up a run or a shutdown for ever.
+        _, pending = await asyncio.wait([self.exited], timeout=EXIT_WAIT)
+        if pending:
+            log.warning("sandbox process %d: its exit was not reported", self.process.pid)
         # Without bwrap, a process that left the process group may hold stderr open.
         await asyncio.wait([self.errors], timeout=EXIT_GRACE)
         self.errors.cancel()
@@ -544,7 +549,9 @@ class Sandbox:
         if outcome is None and self._closed:
             raise SandboxUnavailable("the code sandbox was closed during the run")
         if outcome is None:
-            outcome = classify_exit(worker.exited.result(), worker.stderr(), lang, limits)
+            # Killed by the destroy, if its exit was not reported (see Worker.destroy).
+            status = worker.exited.result() if worker.exited.done() else 128 + signal.SIGKILL
+            outcome = classify_exit(status, worker.stderr(), lang, limits)
         if isinstance(outcome, CodeExecutionError):
             raise outcome
         return outcome
