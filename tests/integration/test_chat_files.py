@@ -277,29 +277,45 @@ async def test_an_agent_turn_sees_the_image(fresh_database: str, openai: FakeOpe
         assert [f["url"] for f in shown["message_files"]] == [REMOTE_IMAGE]
 
 
-def echo_chatflow() -> dict[str, Any]:
+IMAGES_ONLY = {
+    "file_upload": {
+        "enabled": True,
+        "allowed_file_types": ["image"],
+        "allowed_file_upload_methods": ["local_file", "remote_url"],
+        "number_limits": 3,
+    }
+}
+
+
+def echo_chatflow(features: dict[str, Any] | None = None) -> dict[str, Any]:
     nodes = [
         node("start", "start", variables=[]),
         node("answer", "answer", answer="Got {{#sys.query#}}"),
     ]
     graph = {"nodes": nodes, "edges": chain("start", "answer")}
-    return {"graph": graph, "features": {}, "conversation_variables": []}
+    return {"graph": graph, "features": features or IMAGES_ONLY, "conversation_variables": []}
+
+
+async def published_echo_chatflow(
+    client: httpx.AsyncClient, token: str, features: dict[str, Any] | None = None
+) -> str:
+    made = await client.post(
+        "/console/api/apps", json={"name": "Flow", "mode": "advanced-chat"}, headers=bearer(token)
+    )
+    base = f"/console/api/apps/{made.json()['id']}"
+    draft = echo_chatflow(features)
+    await client.post(f"{base}/workflows/draft", json=draft, headers=bearer(token))
+    published = await client.post(f"{base}/workflows/publish", json={}, headers=bearer(token))
+    assert published.status_code == 200, published.text
+    token_: str = (await client.post(f"{base}/api-keys", headers=bearer(token))).json()["token"]
+    return token_
 
 
 async def test_chatflow_files_are_kept_as_message_files(
     fresh_database: str, openai: FakeOpenAI
 ) -> None:
     async with api_client(fresh_database, **env(openai)) as client:
-        token = await login_admin(client)
-        made = await client.post(
-            "/console/api/apps", json={"name": "Flow", "mode": "advanced-chat"},
-            headers=bearer(token),
-        )  # fmt: skip
-        base = f"/console/api/apps/{made.json()['id']}"
-        await client.post(f"{base}/workflows/draft", json=echo_chatflow(), headers=bearer(token))
-        published = await client.post(f"{base}/workflows/publish", json={}, headers=bearer(token))
-        assert published.status_code == 200, published.text
-        key = (await client.post(f"{base}/api-keys", headers=bearer(token))).json()["token"]
+        key = await published_echo_chatflow(client, await login_admin(client))
         png_id = await upload(client, key, "dot.png", PNG, "image/png")
         sent = await client.post(
             "/v1/chat-messages",
@@ -314,6 +330,30 @@ async def test_chatflow_files_are_kept_as_message_files(
             ("dot.png", png_id),
             ("cat.jpg", None),
         ]
+
+
+async def test_chatflow_files_are_checked_against_the_workflows_features(
+    fresh_database: str, openai: FakeOpenAI
+) -> None:
+    async with api_client(fresh_database, **env(openai)) as client:
+        token = await login_admin(client)
+        images = await published_echo_chatflow(client, token)
+        text_id = await upload(client, images, "notes.txt", b"some notes", "text/plain")
+        body = {"query": "hi", "user": "ann", "inputs": {},
+                "files": [{"type": "document", "transfer_method": "local_file",
+                           "upload_file_id": text_id}]}  # fmt: skip
+        refused = await client.post("/v1/chat-messages", json=body, headers=bearer(images))
+        assert (
+            "document files are not accepted"
+            in assert_error(refused, 400, "invalid_param")["message"]
+        )
+        too_many = {**body, "files": [remote(REMOTE_IMAGE)] * 4}
+        refused = await client.post("/v1/chat-messages", json=too_many, headers=bearer(images))
+        assert "at most 3" in assert_error(refused, 400, "invalid_param")["message"]
+        closed = await published_echo_chatflow(client, token, {"file_upload": {"enabled": False}})
+        refused = await client.post("/v1/chat-messages", json=body, headers=bearer(closed))
+        assert "does not accept files" in assert_error(refused, 400, "invalid_param")["message"]
+    assert await rows(fresh_database, "SELECT count(*) FROM messages") == [(0,)]
 
 
 # --- stop ----------------------------------------------------------------------------------------

@@ -33,11 +33,11 @@ from tusk.apps.conversations import (
     finish_message,
     new_conversation,
 )
-from tusk.apps.message_files import file_rows
+from tusk.apps.message_files import file_rows, file_rules, request_files
 from tusk.apps.running import INTERNAL_ERROR
 from tusk.apps.tasks import TaskRegistry
 from tusk.apps.turns import new_turn_message, record_turn, written
-from tusk.apps.workflow_app import pick_workflow, start_form, system_files
+from tusk.apps.workflow_app import pick_workflow, start_form
 from tusk.db.models import App, Message, Workflow
 from tusk.errors import TuskError
 from tusk.workflow.events import Event, NodeFinished, TextChunk, WorkflowFinished
@@ -209,7 +209,10 @@ async def start_turn(
         else:
             inputs = await check_inputs(form, request.inputs, resolve)
             conversation = new_conversation(app, request.speaker, inputs)
-        files = await system_files(request.files, resolve)
+        # Checked against the workflow's `features.file_upload`, as chat apps' files are
+        # against their model config's.
+        rules = file_rules(workflow.features)
+        files = await request_files(db, app.workspace_id, rules, request.files)
     message = new_turn_message(conversation, request.speaker, query=request.query, inputs=inputs)
     started = None if request.conversation_id else conversation
     user_files, _ = file_rows(message, files)  # the user's files, kept with the message
