@@ -107,6 +107,24 @@ async def test_workspace_credentials_override_the_deployments(
     assert len(server.requests) == 1
 
 
+async def test_a_reload_keeps_the_providers_whose_configuration_is_unchanged(
+    engine: AsyncEngine, workspace: uuid.UUID, server: FakeOpenAI, backup: FakeOpenAI
+) -> None:
+    """Reloading a workspace's configuration (on expiry or a change) keeps its provider objects,
+    their HTTP clients and connections, unless their configuration changed."""
+    await configure(engine, workspace, "openai", server.base_url, api_key=KEY)
+    runtime = make_runtime(engine)
+    first = await runtime.provider(workspace, "openai")
+    runtime.invalidate(workspace)
+    assert await runtime.provider(workspace, "openai") is first
+    await configure(engine, workspace, "openai", backup.base_url)
+    runtime.invalidate(workspace)
+    changed = await runtime.provider(workspace, "openai")
+    assert changed is not first
+    await (await runtime.chat(workspace, "openai:other-model")).complete(HELLO)
+    assert len(backup.requests) == 1
+
+
 async def test_credentials_are_stored_encrypted(engine: AsyncEngine, workspace: uuid.UUID) -> None:
     await configure(engine, workspace, "openai", "http://x/v1", api_key="sk-very-secret-123")
     async with engine.connect() as conn:

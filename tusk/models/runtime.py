@@ -112,6 +112,9 @@ class ModelRuntime:
         self.config = config
         self.recorder = recorder
         self._cache: dict[uuid.UUID, WorkspaceModels] = {}
+        # The providers last built per workspace, with what they were built from: a reload that
+        # finds the same configuration keeps them, with their connections and clients.
+        self._built: dict[uuid.UUID, dict[str, tuple[StoredProvider, Provider]]] = {}
 
     def invalidate(self, workspace_id: uuid.UUID | None = None) -> None:
         if workspace_id is None:
@@ -145,10 +148,23 @@ class ModelRuntime:
             )
             defaults = {row.model_type: row.model for row in rows.scalars()}
         merged = {**self.config.deployment, **configured}
-        providers = {name: self.build_provider(stored) for name, stored in merged.items()}
+        providers = self._providers(workspace_id, merged)
         loaded = WorkspaceModels(providers, configured, defaults)
         self._cache[workspace_id] = loaded
         return loaded
+
+    def _providers(
+        self, workspace_id: uuid.UUID, merged: dict[str, StoredProvider]
+    ) -> dict[str, Provider]:
+        before = self._built.get(workspace_id, {})
+        built: dict[str, tuple[StoredProvider, Provider]] = {}
+        for name, stored in merged.items():
+            kept = before.get(name)
+            built[name] = (
+                kept if kept and kept[0] == stored else (stored, self.build_provider(stored))
+            )
+        self._built[workspace_id] = built
+        return {name: provider for name, (_, provider) in built.items()}
 
     def default_name(self, models: WorkspaceModels, model_type: ModelType) -> str:
         name = models.defaults.get(model_type) or self.config.defaults.get(model_type)
