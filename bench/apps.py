@@ -3,7 +3,12 @@ model's own (streaming), and messages per second (blocking), for a chat app and 
 at 1, 16 and 64 concurrent clients. The baseline is the same call sent straight to the model
 test server in the same run, interleaved with Tusk's rounds.
 
-    .venv/bin/python -m bench.apps [--calls N]
+    .venv/bin/python -m bench.apps [--calls N] [--against REF]
+
+With `--against REF` (a commit or branch), a second `tusk api` runs REF's code (from a git
+worktree) on the same database, and its chat and chatflow calls alternate with this code's in
+the same rounds: the fair way to compare two commits on a machine whose speed drifts. REF's
+tree is given this tree's newer migrations, so that it accepts the schema (they only add).
 
 A real `tusk api` process (uvicorn) on loopback, on an embedded PostgreSQL; the model test
 server (fixed time to first token, chunks at a fixed rate) in a child process of its own
@@ -15,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -68,8 +74,10 @@ BASELINE, CHAT, CHATFLOW = "model server, direct", "chat", "chatflow"
 
 
 @contextmanager
-def tusk_api(conninfo: str, model_url: str, log: Path) -> Iterator[tuple[str, int]]:
-    """`tusk api` on a free port of loopback: its URL and process id."""
+def tusk_api(
+    conninfo: str, model_url: str, log: Path, root: Path = REPO_ROOT
+) -> Iterator[tuple[str, int]]:
+    """`tusk api` (the code under `root`) on a free port of loopback: its URL and process id."""
     port = free_port()
     env = clean_env(
         DATABASE_URL=conninfo,
@@ -81,7 +89,7 @@ def tusk_api(conninfo: str, model_url: str, log: Path) -> Iterator[tuple[str, in
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tusk", "api", "--port", str(port)],
-            cwd=REPO_ROOT,
+            cwd=root,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -97,6 +105,24 @@ def tusk_api(conninfo: str, model_url: str, log: Path) -> Iterator[tuple[str, in
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def worktree_at(ref: str, where: Path) -> Iterator[Path]:
+    """REF's code checked out at `where`, with this tree's migrations that REF lacks."""
+    git = ["git", "-C", str(REPO_ROOT)]
+    made = subprocess.run([*git, "worktree", "add", "--detach", str(where), ref],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if made.returncode != 0:
+        raise BenchError(f"cannot check out {ref}: {made.stderr.strip()}")
+    try:
+        versions = Path("tusk/db/migrations/versions")
+        for migration in (REPO_ROOT / versions).glob("*.py"):
+            if not (where / versions / migration.name).exists():
+                shutil.copy(migration, where / versions / migration.name)
+        yield where
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(where)], check=False)
 
 
 def _wait_health(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -282,14 +308,22 @@ Results = dict[tuple[str, bool, int], Measured]  # (system, streaming, clients)
 
 
 async def measure_levels(
-    api_url: str, model: ServerProcess, keys: dict[str, str], calls: int
+    api_url: str,
+    model: ServerProcess,
+    keys: dict[str, str],
+    calls: int,
+    other: tuple[str, str] | None = None,
 ) -> Results:
+    """Every level; `other` (a name and URL) adds another API's chat and chatflow calls."""
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     timeout = httpx.Timeout(120)
     results: Results = {}
     async with (
         httpx.AsyncClient(base_url=api_url, limits=limits, timeout=timeout) as tusk,
         httpx.AsyncClient(base_url=model.base_url, limits=limits, timeout=timeout) as direct,
+        httpx.AsyncClient(
+            base_url=other[1] if other else api_url, limits=limits, timeout=timeout
+        ) as compared,
     ):
         for streaming in (True, False):
             systems = {
@@ -297,6 +331,9 @@ async def measure_levels(
                 CHAT: tusk_call(tusk, keys[CHAT], streaming),
                 CHATFLOW: tusk_call(tusk, keys[CHATFLOW], streaming),
             }
+            if other is not None:
+                for app in (CHAT, CHATFLOW):
+                    systems[f"{app} @ {other[0]}"] = tusk_call(compared, keys[app], streaming)
             for call in systems.values():  # warm up: connections, first-use caches
                 await closed_loop(call, 4, 8, Measured())
             for clients in LEVELS:
@@ -311,9 +348,14 @@ async def measure_levels(
     return results
 
 
+def systems_in(results: Results) -> list[str]:
+    """The systems measured, in the order they were first measured (the baseline first)."""
+    return list(dict.fromkeys(name for name, _, _ in results))
+
+
 def _progress(results: Results, streaming: bool, clients: int) -> None:
     parts = []
-    for name in (BASELINE, CHAT, CHATFLOW):
+    for name in systems_in(results):
         m = results[(name, streaming, clients)]
         values = m.ttft_ms() if streaming else m.total_ms()
         p50 = Stats.of(values).p50 if values else float("nan")
@@ -329,13 +371,20 @@ class AppResults:
     load: str
 
 
-def measure(calls: int) -> AppResults:
+def measure(calls: int, against: str | None = None) -> AppResults:
     with scratch_dir("ba") as root, ExitStack() as stack:
         _, conninfo = stack.enter_context(embedded_postgres(root / "pg"))
         model = stack.enter_context(ServerProcess(root / "model.log"))
         api_url, api_pid = stack.enter_context(tusk_api(conninfo, model.base_url, root / "api.log"))
         keys = app_keys(api_url)
-        levels = asyncio.run(measure_levels(api_url, model, keys, calls))
+        other = None
+        if against is not None:
+            code = stack.enter_context(worktree_at(against, root / "against"))
+            url, _ = stack.enter_context(
+                tusk_api(conninfo, model.base_url, root / "against.log", root=code)
+            )
+            other = (against, url)
+        levels = asyncio.run(measure_levels(api_url, model, keys, calls, other))
         rss = psutil.Process(api_pid).memory_info().rss
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         return AppResults(levels, rss, load)
@@ -352,12 +401,14 @@ def _ttft_rows(results: Results) -> tuple[list[list[str]], list[str]]:
     rows, failures = [], []
     for clients in LEVELS:
         base = Stats.of(results[(BASELINE, True, clients)].ttft_ms())
-        for name in (CHAT, CHATFLOW):
+        for name in systems_in(results)[1:]:
             measured = results[(name, True, clients)]
             mine = Stats.of(measured.ttft_ms())
             added50, added99 = mine.p50 - base.p50, mine.p99 - base.p99
             figures = [base.p50, base.p99, mine.p50, mine.p99, added50, added99]
             rows.append([name, str(clients), *map(_ms, figures), str(measured.errors)])
+            if name not in GOAL_P50_1_MS:
+                continue  # another commit's, for comparison
             if clients == 1 and added50 > GOAL_P50_1_MS[name]:
                 failures.append(f"{name}: added TTFT p50 {added50:.1f} ms at 1 client")
             if clients == 64 and added99 > GOAL_P99_64_MS:
@@ -371,7 +422,7 @@ def _blocking_rows(results: Results) -> tuple[list[list[str]], list[str]]:
     rows, failures = [], []
     for clients in LEVELS:
         base = results[(BASELINE, False, clients)]
-        for name in (BASELINE, CHAT, CHATFLOW):
+        for name in systems_in(results):
             m = results[(name, False, clients)]
             total = Stats.of(m.total_ms())
             rows.append([name, str(clients), f"{m.per_second:.1f}",
@@ -439,9 +490,12 @@ def report(results: AppResults, calls: int) -> tuple[str, list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.apps", description=__doc__)
     parser.add_argument("--calls", type=positive_int, default=DEFAULT_CALLS)
+    parser.add_argument(
+        "--against", metavar="REF", help="also measure this commit's API, in the same rounds"
+    )
     options = parser.parse_args(argv)
     try:
-        measured = measure(options.calls)
+        measured = measure(options.calls, options.against)
     except BenchError as exc:
         print(f"bench.apps: {exc}", file=sys.stderr)
         return 1
