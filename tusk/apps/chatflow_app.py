@@ -100,12 +100,11 @@ class Turn:
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         run_id = str(self.handle.run_id)
         finished: WorkflowFinished | None = None
-        if not await written(self.recorded):  # the turn cannot be kept: it ends here
-            self.tasks.stop_here(self.ids.task_id)
-            self.tasks.unregister(self.ids.task_id)
-            yield error_chunk(self.ids, INTERNAL_ERROR, "internal_server_error", 500)
-            return
         try:
+            if not await written(self.recorded):  # the turn cannot be kept: it ends here
+                self.tasks.stop_here(self.ids.task_id)
+                yield error_chunk(self.ids, INTERNAL_ERROR, "internal_server_error", 500)
+                return
             async for event in self.handle.events():
                 self._note(event)
                 if isinstance(event, TextChunk):
