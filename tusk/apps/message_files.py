@@ -188,19 +188,6 @@ def _upload_id(value: Mapping[str, Any]) -> uuid.UUID | None:
     return uuid.UUID(str(value["related_id"]))
 
 
-async def record_files(
-    db: AsyncSession,
-    message: Message,
-    values: Sequence[Mapping[str, Any]],
-    belongs_to: str = "user",
-) -> list[dict[str, Any]]:
-    """The files kept as the message's files; returns them as Dify shows message files."""
-    rows, shown = file_rows(message, values, belongs_to)
-    db.add_all(rows)
-    await db.flush()
-    return shown
-
-
 def file_rows(
     message: Message, values: Sequence[Mapping[str, Any]], belongs_to: str = "user"
 ) -> tuple[list[MessageFile], list[dict[str, Any]]]:
