@@ -84,6 +84,13 @@ async def test_text_streams_in_the_servers_chunks_then_usage_and_finish(server: 
     assert server.requests[-1].headers["authorization"] == f"Bearer {KEY}"
 
 
+async def test_streamed_chats_reuse_one_connection(server: FakeOpenAI) -> None:
+    model = chat(server)
+    for _ in range(3):
+        assert (await model.complete(HELLO)).text == "Echo: Hello"
+    assert len({request.client for request in server.requests}) == 1
+
+
 async def test_parameters_and_images_reach_the_server_as_given(server: FakeOpenAI) -> None:
     request = ChatRequest(
         [Message("user", [TextPart("what is it?"), ImagePart("https://img.example/cat.png")])],

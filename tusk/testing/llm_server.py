@@ -40,6 +40,7 @@ class RecordedRequest:
     headers: dict[str, str]  # names in lower case
     body: bytes
     json: Any  # the parsed body, or None when it is not JSON
+    client: str = ""  # the caller's address and port: one per connection
 
 
 @dataclass(frozen=True)
@@ -533,4 +534,5 @@ async def _recorded(request: Request) -> RecordedRequest:
     except ValueError:
         parsed = None
     headers = {name.lower(): value for name, value in request.headers.items()}
-    return RecordedRequest(request.method, request.url.path, headers, body, parsed)
+    client = f"{request.client.host}:{request.client.port}" if request.client else ""
+    return RecordedRequest(request.method, request.url.path, headers, body, parsed, client)

@@ -127,18 +127,23 @@ async def stream_chunks(
 
 
 async def _sse_data(model: str, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    """The JSON objects of the stream's `data:` lines, up to `[DONE]`."""
+    """The JSON objects of the stream's `data:` lines, up to `[DONE]`; the body is then read
+    to its end, so that its connection goes back to the pool (a response closed before its end
+    takes its connection with it, and the next call would connect anew)."""
     event = ""
-    async for line in response.aiter_lines():
+    lines = response.aiter_lines()
+    async for line in lines:
         if line.startswith("data:"):
             data = line[5:].strip()
             if data == "[DONE]":
-                return
+                break
             yield _chunk(model, data, event)
         elif line.startswith("event:"):
             event = line[6:].strip()
         elif not line:
             event = ""
+    async for _ in lines:
+        pass
 
 
 def _chunk(model: str, data: str, event: str) -> dict[str, Any]:
