@@ -629,6 +629,29 @@ async def test_the_model_call_does_not_wait_for_the_turns_rows(
     ]
 
 
+async def test_the_turns_rows_are_written_while_the_model_thinks(
+    fresh_database: str, openai: FakeOpenAI
+) -> None:
+    """The write starts once the model's request is sent, not at its first token."""
+    openai.clear()
+    async with (
+        api_app(fresh_database, **env(openai)) as one,
+        api_client(fresh_database, **env(openai)) as client,
+    ):
+        _, key = await configured_app(client, await login_admin(client), "chat", document())
+        openai.reply("Hello there", chunks=["Hello", " there"], ttft=3.0)
+        body = {"query": "hi", "user": "u", "response_mode": "streaming",
+                "auto_generate_name": False}  # fmt: skip
+        async with aclosing(stream_events(one, "/v1/chat-messages", body, key)) as stream:
+            first = asyncio.create_task(anext(stream))
+            await eventually_rows(
+                fresh_database, "SELECT answer, status FROM messages", [("", "normal")], timeout=2
+            )
+            assert not first.done()  # the model has not answered yet
+            assert (await asyncio.wait_for(first, 10))["answer"] == "Hello"
+            assert [c["event"] async for c in stream] == ["message", "message_end"]
+
+
 async def test_a_turn_whose_rows_cannot_be_written_fails_and_leaves_none(
     fresh_database: str, openai: FakeOpenAI
 ) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.support.models import texts_into
-from tusk.models.base import ChatModel, Timeouts
+from tusk.models.base import ChatModel, Timeouts, request_sent
 from tusk.models.errors import (
     BadResponse,
     ContextTooLong,
@@ -18,7 +19,9 @@ from tusk.models.errors import (
     RateLimited,
     UnknownModel,
 )
+from tusk.models.guarded import CallContext, GuardedChat
 from tusk.models.providers.anthropic import AnthropicProvider
+from tusk.models.resilience import RetryPolicy
 from tusk.models.types import ChatRequest, Message, TextDelta, ToolCall, ToolDefinition, Usage
 from tusk.testing.anthropic_server import FakeAnthropic
 from tusk.testing.openai_server import ToolCall as ScriptedCall
@@ -66,6 +69,22 @@ async def test_text_streams_then_usage_and_finish(server: FakeAnthropic) -> None
     assert body["system"] == "Be brief."
     assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}]
     assert body["max_tokens"] == 4096
+
+
+async def test_a_caller_is_told_as_the_call_starts(server: FakeAnthropic) -> None:
+    """This provider (the SDK's) cannot tell when its request is sent: the guard tells the
+    caller before calling it."""
+    server.reply("Hi there", chunks=["Hi", " there"])
+    guarded = GuardedChat([chat(server)], CallContext(uuid.uuid4(), None, None, {}, RetryPolicy()))
+    seen: list[str] = []
+    told = request_sent.set(lambda: seen.append(f"told, {len(server.requests)} received"))
+    try:
+        async for event in guarded.stream(HELLO):
+            if isinstance(event, TextDelta):
+                seen.append(event.text)
+    finally:
+        request_sent.reset(told)
+    assert seen == ["told, 0 received", "Hi", " there"]
 
 
 async def test_sampling_parameters_reach_the_server(server: FakeAnthropic) -> None:

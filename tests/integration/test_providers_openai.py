@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.support.models import texts_into
-from tusk.models.base import ChatModel, EmbeddingModel, RerankModel, Timeouts
+from tusk.models.base import ChatModel, EmbeddingModel, RerankModel, Timeouts, request_sent
 from tusk.models.errors import (
     BadResponse,
     ContextTooLong,
@@ -89,6 +89,20 @@ async def test_streamed_chats_reuse_one_connection(server: FakeOpenAI) -> None:
     for _ in range(3):
         assert (await model.complete(HELLO)).text == "Echo: Hello"
     assert len({request.client for request in server.requests}) == 1
+
+
+async def test_a_caller_is_told_once_when_the_request_is_sent(server: FakeOpenAI) -> None:
+    server.reply("Hi there", chunks=["Hi", " there"], ttft=0.2)
+    seen: list[str] = []
+    told = request_sent.set(lambda: seen.append(f"sent, {len(server.requests)} received"))
+    try:
+        async for event in chat(server).stream(HELLO):
+            if isinstance(event, TextDelta):
+                seen.append(event.text)
+    finally:
+        request_sent.reset(told)
+    assert seen[0].startswith("sent")
+    assert seen[1:] == ["Hi", " there"]
 
 
 async def test_parameters_and_images_reach_the_server_as_given(server: FakeOpenAI) -> None:

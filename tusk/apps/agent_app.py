@@ -46,7 +46,7 @@ from tusk.apps.moderation import input_verdict, keyword_rules
 from tusk.apps.prompting import PromptInput, build_prompt
 from tusk.apps.running import RunningTurn
 from tusk.apps.tasks import TaskRegistry
-from tusk.apps.turns import TurnRequest, open_turn, turn_ids
+from tusk.apps.turns import TurnRequest, TurnRows, open_turn, turn_ids
 from tusk.db.models import App, Message
 from tusk.errors import TuskError
 from tusk.models.prices import price_of
@@ -147,7 +147,7 @@ async def start_turn(deps: AgentDeps, app: App, request: AgentRequest) -> AgentT
         request.auto_generate_name,
         opened.files,
     )
-    turn = AgentTurn(deps, setup, turn_ids(app, opened.message), opened.recorded)
+    turn = AgentTurn(deps, setup, turn_ids(app, opened.message), opened.rows)
     turn.start()
     return turn
 
@@ -155,11 +155,9 @@ async def start_turn(deps: AgentDeps, app: App, request: AgentRequest) -> AgentT
 class AgentTurn(RunningTurn):
     """One running turn of an agent-chat app."""
 
-    def __init__(
-        self, deps: AgentDeps, setup: Setup, ids: ChatIds, recorded: asyncio.Task[None]
-    ) -> None:
+    def __init__(self, deps: AgentDeps, setup: Setup, ids: ChatIds, rows: TurnRows) -> None:
         background = setup.app.finish_in_background
-        super().__init__(deps.tasks, ids, recorded, finish_in_background=background)
+        super().__init__(deps.tasks, ids, rows, finish_in_background=background)
         self.deps = deps
         self.setup = setup
         self.agent: Agent | None = None

@@ -47,7 +47,7 @@ from tusk.apps.moderation import input_verdict, keyword_rules, output_verdict
 from tusk.apps.prompting import Prompt, PromptInput, build_prompt
 from tusk.apps.running import RunningTurn
 from tusk.apps.tasks import TaskRegistry
-from tusk.apps.turns import TurnRequest, open_turn, turn_ids
+from tusk.apps.turns import TurnRequest, TurnRows, open_turn, turn_ids
 from tusk.db.models import App, Message
 from tusk.errors import TuskError
 from tusk.models.base import ChatModel
@@ -104,7 +104,7 @@ async def start_generation(deps: EasyDeps, app: App, request: EasyRequest) -> Ge
         request.auto_generate_name,
         opened.files,
     )
-    generation = Generation(deps, setup, turn_ids(app, opened.message), opened.recorded)
+    generation = Generation(deps, setup, turn_ids(app, opened.message), opened.rows)
     generation.start()
     return generation
 
@@ -112,11 +112,9 @@ async def start_generation(deps: EasyDeps, app: App, request: EasyRequest) -> Ge
 class Generation(RunningTurn):
     """One running generation of a chat or completion app."""
 
-    def __init__(
-        self, deps: EasyDeps, setup: Setup, ids: ChatIds, recorded: asyncio.Task[None]
-    ) -> None:
+    def __init__(self, deps: EasyDeps, setup: Setup, ids: ChatIds, rows: TurnRows) -> None:
         background = setup.app.finish_in_background
-        super().__init__(deps.tasks, ids, recorded, finish_in_background=background)
+        super().__init__(deps.tasks, ids, rows, finish_in_background=background)
         self.deps = deps
         self.setup = setup
         self.rules = keyword_rules(setup.config.sensitive_word_avoidance)

@@ -14,8 +14,9 @@ from typing import Any
 
 from tusk.apps.chat_wire import ChatIds, blocking_body
 from tusk.apps.tasks import TaskRegistry
-from tusk.apps.turns import written
+from tusk.apps.turns import TurnRows, written
 from tusk.errors import TuskError
+from tusk.models.base import request_sent
 from tusk.workflow.nodes.base import NodeError
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,13 @@ class RunningTurn(ABC):
         self,
         tasks: TaskRegistry,
         ids: ChatIds,
-        recorded: asyncio.Task[None],
+        rows: TurnRows,
         *,
         finish_in_background: bool,
     ) -> None:
         self.tasks = tasks
         self.ids = ids
-        self.recorded = recorded  # the write of the turn's own rows (tusk.apps.turns)
+        self.rows = rows  # the write of the turn's own rows (tusk.apps.turns)
         self.finish_in_background = finish_in_background  # a reader that leaves does not stop it
         self.answer = ""  # as the user sees it
         self.stopped = False
@@ -84,10 +85,12 @@ class RunningTurn(ABC):
     async def rows_written(self) -> None:
         """Wait until the turn's own rows are written (what refers to them, and its end, are
         written after); raises if they could not be."""
-        await asyncio.shield(self.recorded)  # a stopped turn does not cut the write short
+        self.rows.go.set()
+        await asyncio.shield(self.rows.task)  # a stopped turn does not cut the write short
 
     async def rows_were_written(self) -> bool:
-        return await written(self.recorded)
+        self.rows.go.set()
+        return await written(self.rows.task)
 
     def start(self) -> None:
         self.tasks.register(self.ids.task_id, self.stop)
@@ -99,6 +102,9 @@ class RunningTurn(ABC):
             self.work.cancel()
 
     async def _produce(self) -> None:
+        # The rows are written once the model's request is out (or the first chunk, or the end,
+        # comes first: some turns call no model).
+        request_sent.set(self.rows.go.set)
         try:
             await self._generate()
         except Exception as exc:  # every failure is recorded and reported to the client
@@ -107,9 +113,11 @@ class RunningTurn(ABC):
             await self._fail(*wire_error(exc))
         finally:
             self.tasks.unregister(self.ids.task_id)
+            self.rows.go.set()
             self._queue.put_nowait(None)
 
     def _put(self, chunk: dict[str, Any]) -> None:
+        self.rows.go.set()
         self._queue.put_nowait(chunk)
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
@@ -118,7 +126,7 @@ class RunningTurn(ABC):
         try:
             # The turn's ids are told once their rows are there (the model call does not wait
             # for them), so that a client that reads its conversation at once finds it.
-            await self.rows_were_written()
+            await written(self.rows.task)
             while (chunk := await self._queue.get()) is not None:
                 yield chunk
             self._ended = True

@@ -2,7 +2,10 @@
 agent-chat): the request is checked and the turn settled (its conversation, its message, their
 ids), then its rows are written in one transaction in the background, while the model is called
 (chatflow turns write theirs the same way while their run starts). The model call does not wait
-for that write; the turn's chunks, which tell those ids, and its end wait for it."""
+for that write; the turn's chunks, which tell those ids, and its end wait for it. The write
+itself waits for its go (`TurnRows.go`), given once the model's request is on the wire or
+as soon as something needs the rows: in one process's one thread, a write started at once would
+take turns with the request it should not delay."""
 
 from __future__ import annotations
 
@@ -46,6 +49,14 @@ class TurnRequest:
 
 
 @dataclass(frozen=True)
+class TurnRows:
+    """The background write of a turn's rows."""
+
+    task: asyncio.Task[None]  # raises if the write failed
+    go: asyncio.Event  # set: the write may start
+
+
+@dataclass(frozen=True)
 class OpenedTurn:
     """What a turn starts from, settled before it runs."""
 
@@ -55,7 +66,7 @@ class OpenedTurn:
     inputs: dict[str, Any]
     first_turn: bool  # a chat's new conversation (completion requests never have one)
     files: ChatFiles
-    recorded: asyncio.Task[None]  # the write of the turn's rows; raises if it failed
+    rows: TurnRows
 
 
 async def config_document(
@@ -107,12 +118,13 @@ async def open_turn(
     message = new_turn_message(
         conversation, request.speaker, query=request.query, inputs=inputs, agent_based=agent_based
     )
-    rows, shown = file_rows(message, files)
+    message_files, shown = file_rows(message, files)
     started = None if continuing else conversation
-    recorded = asyncio.create_task(record_turn(sessions, started, message, rows))
+    go = asyncio.Event()
+    recorded = asyncio.create_task(record_turn(sessions, started, message, message_files, after=go))
     chat_files = ChatFiles(files, rules.detail if rules else "high", shown)
     first = not continuing and app.mode != "completion"
-    return OpenedTurn(document, config, message, inputs, first, chat_files, recorded)
+    return OpenedTurn(document, config, message, inputs, first, chat_files, TurnRows(recorded, go))
 
 
 def new_turn_message(
@@ -145,10 +157,14 @@ async def record_turn(
     started: Conversation | None,
     message: Message,
     files: list[MessageFile],
+    *,
+    after: asyncio.Event | None = None,
 ) -> None:
     """Write a turn's rows: the conversation it starts, or else the lock on the one it continues
     (turns of one conversation are threaded one after another), its message and its files.
-    The message has its id and time already (`new_turn_message`)."""
+    The message has its id and time already (`new_turn_message`). With `after`, once it is set."""
+    if after is not None:
+        await after.wait()
     async with sessions.begin() as db:
         await commit_without_waiting_for_disk(db)
         if started is not None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,6 +21,16 @@ from tusk.models.types import (
     collect,
 )
 
+# What a caller does once its chat request is on the wire, while the model thinks: a chat turn
+# writes its rows then, so that they do not hold the request back (tusk.apps.running).
+request_sent: ContextVar[Callable[[], None] | None] = ContextVar("request_sent", default=None)
+
+
+def tell_request_sent() -> None:
+    callback = request_sent.get()
+    if callback is not None:
+        callback()
+
 
 class NamedModel:
     """A model of a provider, called by `provider:name`."""
@@ -34,6 +45,10 @@ class NamedModel:
 
 
 class ChatModel(NamedModel):
+    # True when `stream` calls `tell_request_sent()` once its request is sent; for the others,
+    # the call is told as it starts (tusk.models.guarded).
+    tells_request_sent: ClassVar[bool] = False
+
     @abstractmethod
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         """Text and tool-call deltas as they come, then usage and the finish reason."""

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tusk.models.base import ChatModel, EmbeddingModel, RerankModel
+from tusk.models.base import ChatModel, EmbeddingModel, RerankModel, tell_request_sent
 from tusk.models.errors import ModelError
 from tusk.models.prices import Price, price_of
 from tusk.models.resilience import RetryPolicy, pause_before_retry, with_retries
@@ -133,6 +133,8 @@ class GuardedChat(ChatModel):
         """A stream and its first event, with the retries that are allowed before it."""
         attempt = 0
         while True:
+            if not model.tells_request_sent:
+                tell_request_sent()
             meter = _Meter(self.context, model.provider, model.name, "llm")
             events = _metered(model, request, meter)
             try:

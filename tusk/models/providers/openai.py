@@ -74,6 +74,8 @@ def provider_error(model: str, exc: Exception) -> ModelError:
 
 
 class OpenAIChat(ChatModel):
+    tells_request_sent = True  # through stream_chunks
+
     def __init__(self, provider: OpenAIProvider, name: str) -> None:
         super().__init__(provider.instance_name, name)
         self.http = provider.http

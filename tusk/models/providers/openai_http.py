@@ -11,11 +11,12 @@ The errors are OpenAI's: an HTTP status with `{"error": {"message", "type", "cod
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
 
+from tusk.models.base import request_sent
 from tusk.models.errors import (
     BadRequest,
     BadResponse,
@@ -108,8 +109,11 @@ async def stream_chunks(
     body: Mapping[str, Any],
 ) -> AsyncGenerator[dict[str, Any]]:
     """The `chat.completion.chunk` objects of a streamed request, as parsed JSON. Closing the
-    iterator early closes the response, which ends the request upstream."""
-    request = client.build_request("POST", url, params=params, json=body)
+    iterator early closes the response, which ends the request upstream. The caller's
+    `request_sent` callback is called once the request's body is written."""
+    callback = request_sent.get()
+    extensions = {"trace": _calling_when_sent(callback)} if callback is not None else None
+    request = client.build_request("POST", url, params=params, json=body, extensions=extensions)
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
@@ -124,6 +128,18 @@ async def stream_chunks(
         raise broken_stream(model, exc) from exc
     finally:
         await response.aclose()
+
+
+def _calling_when_sent(
+    callback: Callable[[], None],
+) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore `trace` hook that calls `callback` when the request body is written."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            callback()
+
+    return trace
 
 
 async def _sse_data(model: str, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
