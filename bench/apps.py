@@ -25,8 +25,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import psutil
 from bench.common import (
     BenchError,
     Stats,
+    http_clients,
     log_tail,
     machine_description,
     markdown_fields,
@@ -282,11 +284,12 @@ class Measured:
         return [s.total * 1000 for s in self.samples]
 
 
-async def closed_loop(call: Call, clients: int, calls: int, into: Measured) -> None:
-    """`clients` tasks calling back to back until `calls` calls are made in all."""
+async def closed_loop(each: Sequence[Call], calls: int, into: Measured) -> None:
+    """One task per call of `each` (a client of its own), calling back to back until `calls`
+    calls are made in all."""
     left = calls
 
-    async def client() -> None:
+    async def client(call: Call) -> None:
         nonlocal left
         while left > 0:
             left -= 1
@@ -300,7 +303,7 @@ async def closed_loop(call: Call, clients: int, calls: int, into: Measured) -> N
                 into.samples.append(sample)
 
     started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(call) for call in each))
     into.seconds += time.perf_counter() - started
 
 
@@ -311,40 +314,37 @@ async def measure_levels(
     api_url: str,
     model: ServerProcess,
     keys: dict[str, str],
-    calls: int,
+    calls_per_level: int,
     other: tuple[str, str] | None = None,
 ) -> Results:
-    """Every level; `other` (a name and URL) adds another API's chat and chatflow calls."""
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    timeout = httpx.Timeout(120)
+    """Every level; `other` (a name and URL) adds another API's chat and chatflow calls. Each
+    system's clients are HTTP clients of their own (bench.common.http_clients)."""
     results: Results = {}
-    async with (
-        httpx.AsyncClient(base_url=api_url, limits=limits, timeout=timeout) as tusk,
-        httpx.AsyncClient(base_url=model.base_url, limits=limits, timeout=timeout) as direct,
-        httpx.AsyncClient(
-            base_url=other[1] if other else api_url, limits=limits, timeout=timeout
-        ) as compared,
-    ):
-        for streaming in (True, False):
-            systems = {
-                BASELINE: model_call(direct, streaming),
-                CHAT: tusk_call(tusk, keys[CHAT], streaming),
-                CHATFLOW: tusk_call(tusk, keys[CHATFLOW], streaming),
-            }
-            if other is not None:
-                for app in (CHAT, CHATFLOW):
-                    systems[f"{app} @ {other[0]}"] = tusk_call(compared, keys[app], streaming)
-            for call in systems.values():  # warm up: connections, first-use caches
-                await closed_loop(call, 4, 8, Measured())
-            for clients in LEVELS:
-                model.pace(clients / CHUNKS_PER_SECOND)
+    for streaming in (True, False):
+        systems: dict[str, tuple[str, Callable[[httpx.AsyncClient], Call]]] = {
+            BASELINE: (model.base_url, partial(model_call, streaming=streaming)),
+            CHAT: (api_url, partial(tusk_call, key=keys[CHAT], streaming=streaming)),
+            CHATFLOW: (api_url, partial(tusk_call, key=keys[CHATFLOW], streaming=streaming)),
+        }
+        if other is not None:
+            for app in (CHAT, CHATFLOW):
+                compared = partial(tusk_call, key=keys[app], streaming=streaming)
+                systems[f"{app} @ {other[0]}"] = (other[1], compared)
+        for clients in LEVELS:
+            model.pace(clients / CHUNKS_PER_SECOND)
+            async with AsyncExitStack() as stack:
+                calls: dict[str, list[Call]] = {}
+                for name, (url, call_with) in systems.items():
+                    each = await stack.enter_async_context(http_clients(clients, url))
+                    calls[name] = [call_with(client) for client in each]
+                    await closed_loop(calls[name], 2 * clients, Measured())  # warm up
                 for round_ in range(ROUNDS):
-                    order = list(systems.items())
-                    for name, call in order if round_ % 2 == 0 else order[::-1]:
+                    order = list(calls.items())
+                    for name, each_call in order if round_ % 2 == 0 else order[::-1]:
                         measured = results.setdefault((name, streaming, clients), Measured())
-                        n = max(calls // ROUNDS, clients * 2)
-                        await closed_loop(call, clients, n, measured)
-                _progress(results, streaming, clients)
+                        n = max(calls_per_level // ROUNDS, clients * 2)
+                        await closed_loop(each_call, n, measured)
+            _progress(results, streaming, clients)
     return results
 
 

@@ -9,15 +9,17 @@ import math
 import os
 import platform
 import shutil
+import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import httpx
 import psutil
 
 # Tusk's own settings and those of the Dify deployments it replaces: never inherited by children.
@@ -136,6 +138,22 @@ async def timed(op: Callable[[int], Awaitable[object]], ops: int, warmup: int) -
 
 
 # --- memory -----------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def http_clients(
+    count: int, base_url: str, timeout: float = 120
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """`count` HTTP clients, one connection each, as that many separate users have. One client
+    shared by all would make its connection pool's bookkeeping, which scans every connection at
+    every request, the load generator's main cost at 60 clients, and its slowest calls."""
+    tls = ssl.create_default_context()  # unused on http://, but made per client otherwise
+    async with AsyncExitStack() as stack:
+        made = [httpx.AsyncClient(base_url=base_url, timeout=timeout, verify=tls)
+                for _ in range(count)]  # fmt: skip
+        for client in made:
+            await stack.enter_async_context(client)
+        yield made
 
 
 def process_tree(roots: Iterable[int]) -> list[psutil.Process]:

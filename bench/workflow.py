@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from bench.common import (
     BenchError,
     MemorySampler,
     Stats,
+    http_clients,
     log_tail,
     machine_description,
     markdown_fields,
@@ -640,15 +642,16 @@ class Level:
 Call = Callable[[], Awaitable[str | None]]  # None when right, else what went wrong
 
 
-async def closed_loop(call: Call, concurrency: int, calls: int, system: str) -> Level:
-    """`concurrency` clients, each calling back to back, until `calls` calls are done."""
-    for _ in range(concurrency):  # one untimed call per client: connections, caches
+async def closed_loop(each: Sequence[Call], calls: int, system: str) -> Level:
+    """One client per call of `each` (an HTTP client of its own), each calling back to back,
+    until `calls` calls are done."""
+    for call in each:  # one untimed call per client: connections, caches
         await call()
     latencies: list[float] = []
     errors: list[str] = []
-    left = [max(calls, concurrency * 5)]
+    left = [max(calls, len(each) * 5)]
 
-    async def client() -> None:
+    async def client(call: Call) -> None:
         while left[0] > 0:
             left[0] -= 1
             before = time.perf_counter()
@@ -658,10 +661,10 @@ async def closed_loop(call: Call, concurrency: int, calls: int, system: str) -> 
                 errors.append(problem)
 
     started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
+    await asyncio.gather(*(client(call) for call in each))
     seconds = time.perf_counter() - started
     first = errors[0] if errors else ""
-    return Level(concurrency, system, latencies, len(errors), seconds, first)
+    return Level(len(each), system, latencies, len(errors), seconds, first)
 
 
 def _tusk_call(client: httpx.AsyncClient, key: str) -> Call:
@@ -734,18 +737,21 @@ async def _http_levels(
         path = "/console/api/workspaces/current/model-providers/openai/credentials"
         await _ok(client.post(path, json=credentials, headers=_bearer(token)))
         _, key = await published_app(client, token, llm_graph())
-        tusk, model = _tusk_call(client, key), _model_call(client, model_url)
+        tusk = _tusk_call(client, key)
         if problem := await tusk():
             raise BenchError(f"the 3-node workflow did not run: {problem}")
         transactions = await transactions_per_run(conninfo, tusk)
-        levels = []
-        for concurrency in LEVELS:
-            for system, call in ((HTTP_BASE, model), (HTTP_TUSK, tusk)):
-                levels.append(await closed_loop(call, concurrency, calls, system))
-                level = levels[-1]
-                print(f"workflow over HTTP, {concurrency} clients, {system}: p95 "
-                      f"{percentile(level.latencies, 95) * 1e3:.0f} ms, {level.errors} errors",
-                      file=sys.stderr, flush=True)  # fmt: skip
+    systems = ((HTTP_BASE, model_url, partial(_model_call, base_url=model_url)),
+               (HTTP_TUSK, api_url, partial(_tusk_call, key=key)))  # fmt: skip
+    levels = []
+    for concurrency in LEVELS:
+        for system, url, call_with in systems:
+            async with http_clients(concurrency, url) as each:
+                level = await closed_loop([call_with(c) for c in each], calls, system)
+            levels.append(level)
+            print(f"workflow over HTTP, {concurrency} clients, {system}: p95 "
+                  f"{percentile(level.latencies, 95) * 1e3:.0f} ms, {level.errors} errors",
+                  file=sys.stderr, flush=True)  # fmt: skip
     return levels, transactions
 
 

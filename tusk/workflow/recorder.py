@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, text, update
+import psycopg
+from psycopg import sql
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tusk.db.models import WorkflowNodeExecution, WorkflowRun
+from tusk.db.driver import driver_transaction
 from tusk.storage import Storage
 from tusk.workflow.events import (
     ContainerCompleted,
@@ -58,7 +59,39 @@ class RunMeta:
     created_by: uuid.UUID | None
 
 
-_NOT_WAITING_FOR_DISK = text("SET LOCAL synchronous_commit = off")
+Connection = psycopg.AsyncConnection[Any]
+
+# The rows are written through the driver (tusk.db.driver): these are every run's statements.
+_JSON_COLUMNS = frozenset({"graph", "inputs", "process_data", "outputs", "execution_metadata"})
+_RUN_COLUMNS = ("id", "workspace_id", "app_id", "workflow_id", "type", "triggered_from",
+                "version", "graph", "inputs", "created_by_role", "created_by")  # fmt: skip
+_NODE_COLUMNS = ("id", "workspace_id", "app_id", "workflow_id", "workflow_run_id",
+                 "triggered_from", "index", "predecessor_node_id", "node_execution_id", "node_id",
+                 "node_type", "title", "inputs", "process_data", "outputs", "status", "error",
+                 "elapsed_time", "execution_metadata", "created_by_role", "created_by",
+                 "created_at", "finished_at")  # fmt: skip
+
+
+def _insert_sql(table: str, columns: tuple[str, ...]) -> sql.Composed:
+    """JSON values are passed as their text, cast by the server."""
+    values = [sql.SQL("%s::jsonb" if column in _JSON_COLUMNS else "%s") for column in columns]
+    return sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(values),
+    )
+
+
+_INSERT_RUN = _insert_sql("workflow_runs", _RUN_COLUMNS)
+_INSERT_NODE = _insert_sql("workflow_node_executions", _NODE_COLUMNS)
+_FINISH_RUN = """
+    UPDATE workflow_runs SET status = %s, outputs = %s::jsonb, error = %s, elapsed_time = %s,
+        total_tokens = %s, total_steps = %s, exceptions_count = %s, finished_at = %s
+    WHERE id = %s"""
+_ABANDON_RUN = """
+    UPDATE workflow_runs SET status = 'failed', error = %s, finished_at = now()
+    WHERE id = %s AND status = 'running'"""
+_BEAT = "UPDATE workflow_runs SET heartbeat_at = now() WHERE id = %s"
 
 
 def _timestamp(seconds: float | None) -> datetime | None:
@@ -109,23 +142,12 @@ class RunRecorder:
         (WAL is written in order), and a run that outlives the WAL writer's delay is on disk
         for the sweeper to find."""
         meta = self.meta
-        async with self.sessions.begin() as db:
-            await db.execute(_NOT_WAITING_FOR_DISK)
-            await db.execute(
-                insert(WorkflowRun).values(
-                    id=self.run_id,
-                    workspace_id=meta.workspace_id,
-                    app_id=meta.app_id,
-                    workflow_id=meta.workflow_id,
-                    type=meta.type,
-                    triggered_from=meta.triggered_from,
-                    version=meta.version,
-                    graph=dict(meta.graph),
-                    inputs=await self._keep("run", "inputs", dict(inputs)),
-                    created_by_role=meta.created_by_role,
-                    created_by=meta.created_by,
-                )
-            )
+        row = (self.run_id, meta.workspace_id, meta.app_id, meta.workflow_id, meta.type,
+               meta.triggered_from, meta.version, json.dumps(meta.graph, ensure_ascii=False),
+               await self._keep("run", "inputs", dict(inputs)), meta.created_by_role,
+               meta.created_by)  # fmt: skip
+        async with driver_transaction(self.sessions, wait_for_disk=False) as db:
+            await db.execute(_INSERT_RUN, row)
         self._last_beat = asyncio.get_running_loop().time()
 
     def __call__(self, event: Event) -> None:
@@ -140,34 +162,20 @@ class RunRecorder:
         await self._stop_writer()
         if self._inserted is not None:
             await self._inserted  # a run whose row could not be written fails here
-        async with self.sessions.begin() as db:
+        outcome = (state.status, await self._keep("run", "outputs", state.outputs), state.error,
+                   state.elapsed_time, state.total_tokens, state.total_steps,
+                   state.exceptions_count, _timestamp(state.finished_at), self.run_id)  # fmt: skip
+        async with driver_transaction(self.sessions) as db:
             await self._write_nodes(db)
-            await db.execute(
-                update(WorkflowRun)
-                .where(WorkflowRun.id == self.run_id)
-                .values(
-                    status=state.status,
-                    outputs=await self._keep("run", "outputs", state.outputs),
-                    error=state.error,
-                    elapsed_time=state.elapsed_time,
-                    total_tokens=state.total_tokens,
-                    total_steps=state.total_steps,
-                    exceptions_count=state.exceptions_count,
-                    finished_at=_timestamp(state.finished_at),
-                )
-            )
+            await db.execute(_FINISH_RUN, outcome)
 
     async def abandon(self, error: str) -> None:
         """The run ended without `finish` (the process is shutting down): mark it failed."""
         await self._stop_writer()
         with contextlib.suppress(Exception):
-            async with self.sessions.begin() as db:
+            async with driver_transaction(self.sessions) as db:
                 await self._write_nodes(db)
-                await db.execute(
-                    update(WorkflowRun)
-                    .where(WorkflowRun.id == self.run_id, WorkflowRun.status == "running")
-                    .values(status="failed", error=error, finished_at=datetime.now(UTC))
-                )
+                await db.execute(_ABANDON_RUN, (error, self.run_id))
 
     # --- batches -------------------------------------------------------------------------
 
@@ -199,71 +207,48 @@ class RunRecorder:
             if not self._pending and not beat:
                 continue
             try:
-                async with self.sessions.begin() as db:
+                async with driver_transaction(self.sessions) as db:
                     await self._write_nodes(db)
                     if beat:
-                        await self._beat(db)
+                        await db.execute(_BEAT, (self.run_id,))
                         self._last_beat = loop.time()
             except Exception:  # the database is away: keep the batch and try again
                 log.warning("could not record workflow run %s yet", self.run_id, exc_info=True)
 
-    async def _beat(self, db: AsyncSession) -> None:
-        await db.execute(
-            update(WorkflowRun)
-            .where(WorkflowRun.id == self.run_id)
-            .values(heartbeat_at=datetime.now(UTC))
-        )
-
-    async def _write_nodes(self, db: AsyncSession) -> None:
+    async def _write_nodes(self, db: Connection) -> None:
         batch, self._pending = self._pending, []
         if not batch:
             return
         try:
             rows = [await self._row(node) for node in batch]
-            await db.execute(insert(WorkflowNodeExecution), rows)
+            async with db.cursor() as cursor:
+                await cursor.executemany(_INSERT_NODE, rows)
         except BaseException:
             self._pending[:0] = batch
             raise
 
-    async def _row(self, node: NodeRun) -> dict[str, Any]:
+    async def _row(self, node: NodeRun) -> tuple[Any, ...]:
         meta, where = self.meta, f"nodes/{node.id}"
-        return {
-            "id": uuid.UUID(node.id),
-            "workspace_id": meta.workspace_id,
-            "app_id": meta.app_id,
-            "workflow_id": meta.workflow_id,
-            "workflow_run_id": self.run_id,
-            "triggered_from": "workflow-run",
-            "index": node.index,
-            "predecessor_node_id": node.predecessor_node_id,
-            "node_execution_id": node.id,
-            "node_id": node.node_id,
-            "node_type": node.node_type,
-            "title": node.title[:255],
-            "inputs": await self._keep(where, "inputs", node.inputs),
-            "process_data": await self._keep(where, "process_data", node.process_data),
-            "outputs": await self._keep(where, "outputs", node.outputs),
-            "status": node.status,
-            "error": node.error,
-            "elapsed_time": node.elapsed_time,
-            "execution_metadata": node.metadata,
-            "created_by_role": meta.created_by_role,
-            "created_by": meta.created_by,
-            "created_at": _timestamp(node.created_at),
-            "finished_at": _timestamp(node.finished_at),
-        }
+        return (
+            uuid.UUID(node.id), meta.workspace_id, meta.app_id, meta.workflow_id, self.run_id,
+            "workflow-run", node.index, node.predecessor_node_id, node.id, node.node_id,
+            node.node_type, node.title[:255],
+            await self._keep(where, "inputs", node.inputs),
+            await self._keep(where, "process_data", node.process_data),
+            await self._keep(where, "outputs", node.outputs),
+            node.status, node.error, node.elapsed_time,
+            json.dumps(node.metadata, ensure_ascii=False, default=str),
+            meta.created_by_role, meta.created_by,
+            _timestamp(node.created_at), _timestamp(node.finished_at),
+        )  # fmt: skip
 
-    async def _keep(self, where: str, name: str, value: Any) -> Any:
-        """The value as stored in its row: itself, or a preview with the full value in storage."""
-        if value is None:
-            return None
-        try:  # plain JSON is stored as it is: the driver writes it the same way
-            encoded, plain = json.dumps(value, ensure_ascii=False), True
-        except TypeError:  # dates, UUIDs, ... are kept as their text
-            encoded, plain = json.dumps(value, ensure_ascii=False, default=str), False
+    async def _keep(self, where: str, name: str, value: Any) -> str:
+        """The value's JSON as stored in its row: the value itself (dates, UUIDs, ... as their
+        text), or a preview with the whole value in storage."""
+        encoded = json.dumps(value, ensure_ascii=False, default=str)
         if len(encoded) <= MAX_STORED_JSON:
-            return value if plain else json.loads(encoded)
+            return encoded
         key = f"workflow_runs/{self.meta.workspace_id}/{self.run_id}/{where}/{name}.json"
         await self.storage.put(key, _one(encoded.encode()))
-        return {"__truncated__": True, "storage_key": key, "size": len(encoded),
-                "preview": encoded[:PREVIEW_CHARS]}  # fmt: skip
+        return json.dumps({"__truncated__": True, "storage_key": key, "size": len(encoded),
+                           "preview": encoded[:PREVIEW_CHARS]})  # fmt: skip

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from functools import cached_property
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 
 from tusk.models.base import ChatModel, CredentialField, EmbeddingModel, Model, Provider
@@ -156,11 +156,11 @@ class OpenAIProvider(Provider):
         return self.credentials.get("api_version") or None
 
     @cached_property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> httpx2.AsyncClient:
         """Streamed chats go through this client (see openai_http); the rest through the SDK."""
-        return httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeouts.read, connect=self.timeouts.connect),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+        return httpx2.AsyncClient(
+            timeout=httpx2.Timeout(self.timeouts.read, connect=self.timeouts.connect),
+            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100),
             verify=ssl_context(),
             headers=auth_headers(
                 self.api_key, self.credentials.get("organization"), self.api_version is not None
