@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import psycopg
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -29,15 +33,32 @@ class DatabaseUnreachable(Exception):
 
 
 def create_engine(conninfo: str, *, pool_size: int = 5, max_overflow: int = 5) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         "postgresql+psycopg://",
         async_creator=partial(psycopg.AsyncConnection.connect, conninfo),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=POOL_TIMEOUT_SECONDS,
-        # A connection that died with its server (restart, failover) is replaced on checkout.
-        pool_pre_ping=True,
     )
+    event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)
+    return engine
+
+
+def _refuse_closed(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Replace, at checkout, a pooled connection that its server has closed (a restart, a
+    failover, `idle_session_timeout`). The server says so before it goes (a FATAL message, then
+    the end of the stream), and an idle connection has nothing else to read: so a look at the
+    socket tells, where a ping (SQLAlchemy's pre-ping) took a round trip and a tenth of a
+    millisecond of CPU at every checkout. The pool then takes another connection."""
+    driver = record.driver_connection
+    if driver is None or driver.closed or driver.broken or _readable(driver.fileno()):
+        raise DisconnectionError("the server has closed this connection")
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
