@@ -103,6 +103,39 @@ async def test_publish_and_run_blocking_with_every_node_recorded(fresh_database:
         assert rows[2]["predecessor_node_id"] == "big"
 
 
+async def test_a_run_whose_end_cannot_be_recorded_does_not_succeed(fresh_database: str) -> None:
+    async with api_client(fresh_database) as client:
+        token = await setup_and_login(client)
+        app_id = await workflow_app(client, token, {"graph": graph(), "features": {}})
+        key = await publish_with_key(client, token, app_id)
+        async with engine_scope(fresh_database) as engine, engine.begin() as conn:
+            await conn.execute(text(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$"
+            ))  # fmt: skip
+            await conn.execute(text(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON workflow_runs FOR EACH ROW "
+                "WHEN (NEW.status = 'succeeded') EXECUTE FUNCTION refuse()"
+            ))  # fmt: skip
+        body = {"inputs": {"name": "Ada"}, "user": "u1"}
+        blocking = await client.post("/v1/workflows/run", json=body, headers=bearer(key))
+        data = blocking.json()["data"]
+        assert (data["status"], data["error"]) == (
+            "failed",
+            "the run ended unexpectedly: RaiseException",
+        )
+        streamed = await client.post(
+            "/v1/workflows/run", json={**body, "response_mode": "streaming"}, headers=bearer(key)
+        )
+        events = sse_events(streamed.text)
+        finished = [e["data"]["status"] for e in events if e["event"] == "workflow_finished"]
+        assert finished == ["failed"]
+        assert events[-1]["event"] == "error"
+    async with engine_scope(fresh_database) as engine, engine.connect() as conn:
+        stored = (await conn.execute(text("SELECT status FROM workflow_runs"))).scalars().all()
+    assert stored == ["failed", "failed"]
+
+
 async def test_streaming_run_sends_dify_events_in_order(fresh_database: str) -> None:
     async with api_client(fresh_database) as client:
         token = await setup_and_login(client)

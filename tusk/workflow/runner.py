@@ -178,7 +178,11 @@ class WorkflowRunner:
             state = await executor.run()
             await recorder.finish(state)
         except BaseException as exc:
-            await recorder.abandon(f"the run ended unexpectedly: {type(exc).__name__}")
+            error = f"the run ended unexpectedly: {type(exc).__name__}"
+            await recorder.abandon(error)
+            for event in held:  # a run whose end could not be recorded did not succeed
+                if isinstance(event, WorkflowFinished):
+                    event.run.status, event.run.error = "failed", error
             if not isinstance(exc, Exception):
                 raise
             log.exception("workflow run %s ended unexpectedly", handle.run_id)
