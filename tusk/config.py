@@ -99,8 +99,8 @@ class Settings(BaseSettings):
         ge=0,
         **_env("TUSK_DB_WAIT_SECONDS", expected="seconds to wait for the database at start-up"),
     )
-    pool_size: int = Field(
-        10, ge=1, **_env("SQLALCHEMY_POOL_SIZE", expected="a positive number of connections")
+    pool_size: int = Field(  # Dify's defaults: 30 and 10
+        30, ge=1, **_env("SQLALCHEMY_POOL_SIZE", expected="a positive number of connections")
     )
     pool_max_overflow: int = Field(
         10, ge=0, **_env("SQLALCHEMY_MAX_OVERFLOW", expected="a number of extra connections")

@@ -35,7 +35,7 @@ async def driver_transaction(
         driver = pooled.driver_connection
         assert isinstance(driver, psycopg.AsyncConnection)
         try:
-            async with driver.transaction():
+            async with driver.pipeline(), driver.transaction():
                 if not wait_for_disk:
                     await driver.execute(NOT_WAITING_FOR_DISK)
                 yield driver
