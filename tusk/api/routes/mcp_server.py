@@ -11,27 +11,14 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
-from mcp.server.lowlevel import Server
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.types import (
-    CallToolRequestParams,
-    CallToolResult,
-    ListToolsResult,
-    PaginatedRequestParams,
-    TextContent,
-    Tool,
-)
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tusk import __version__
 from tusk.api.deps import ConsoleUserDep, ServicesDep
 from tusk.apps import mcp_app, store
 from tusk.apps.tasks import TaskRegistry
-from tusk.db.models import App
-from tusk.db.models.agent import AppMcpServer
 from tusk.errors import NotFound
 from tusk.services import Services
 from tusk.workflow.runner import WorkflowRunner
@@ -102,33 +89,6 @@ def _deps(state: Any) -> mcp_app.McpDeps:
     return mcp_app.McpDeps(services.sessions, services.models, tasks, runner)
 
 
-def app_server(deps: mcp_app.McpDeps, server: AppMcpServer, app: App) -> Server[Any]:
-    """An SDK server whose one tool runs the app."""
-    name = mcp_app.app_tool_name(app)
-
-    async def list_tools(ctx: Any, params: PaginatedRequestParams | None) -> ListToolsResult:
-        async with deps.sessions() as db:
-            schema = await mcp_app.tool_schema(db, app, server)
-        tool = Tool(name=name, description=server.description or app.name, input_schema=schema)
-        return ListToolsResult(tools=[tool])
-
-    async def call_tool(ctx: Any, params: CallToolRequestParams) -> CallToolResult:
-        if params.name != name:
-            text, failed = f"Unknown tool {params.name!r}: this server has {name!r}.", True
-        else:
-            outcome = await mcp_app.call_app(deps, server, app, params.arguments or {})
-            text, failed = outcome.text, outcome.is_error
-        return CallToolResult(content=[TextContent(type="text", text=text)], is_error=failed)
-
-    return Server(
-        "Tusk",
-        version=__version__,
-        instructions=server.description,
-        on_list_tools=list_tools,
-        on_call_tool=call_tool,
-    )
-
-
 class McpEndpoint:
     """The ASGI endpoint of `/mcp/server/{server_code}/mcp`."""
 
@@ -143,11 +103,9 @@ class McpEndpoint:
             answer = JSONResponse({"code": exc.code, "message": exc.message, "status": 404}, 404)
             await answer(scope, receive, send)
             return
-        manager = StreamableHTTPSessionManager(
-            app=app_server(deps, server, app), stateless=True, json_response=True
-        )
-        async with manager.run():
-            await manager.handle_request(scope, receive, send)
+        from tusk.api.routes import mcp_sdk  # the SDK, at the first MCP request
+
+        await mcp_sdk.answer(deps, server, app, scope, receive, send)
 
 
 router.routes.append(
