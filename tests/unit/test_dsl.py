@@ -17,8 +17,8 @@ from tusk.workflow.dsl import (
     ImportedApp,
     read_dsl,
     version_status,
-    write_dsl,
 )
+from tusk.workflow.dsl_export import write_dsl
 from tusk.workflow.providers import (
     full_provider_id,
     graph_model_refs,

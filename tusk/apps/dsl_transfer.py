@@ -26,8 +26,8 @@ from tusk.workflow.dsl import (
     ImportedApp,
     WorkflowFields,
     read_dsl,
-    write_dsl,
 )
+from tusk.workflow.dsl_export import write_dsl
 from tusk.workflow.graph import GraphError
 from tusk.workflow.plan import Mode, build_plan
 from tusk.workflow.store import describe

@@ -25,8 +25,8 @@ from tusk.workflow.dsl import (
     NodeIssue,
     load_yaml,
     read_dsl,
-    write_dsl,
 )
+from tusk.workflow.dsl_export import write_dsl
 from tusk.workflow.graph import NOTE_TYPES
 from tusk.workflow.nodes import GROUP, unsupported_reason
 
