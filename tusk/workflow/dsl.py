@@ -2,9 +2,8 @@
 
 `read_dsl` turns a file into an `ImportedApp` (no database: the caller stores it, and encrypts
 secret environment variables); `write_dsl` (tusk.workflow.dsl_export) writes one in the layout
-Dify exports. Both follow
-Dify's DSL service: a missing `kind` is `app`, a missing version is 0.1.0, and the status of an
-import comes from the file's version against CURRENT_DSL_VERSION:
+Dify exports. Both follow Dify's DSL service: a missing `kind` is `app`, a missing version is
+0.1.0, and the status of an import comes from the file's version against CURRENT_DSL_VERSION:
 
 - newer than current, or of an older major version: `pending` (the user confirms, then the
   caller stores the app as read);
