@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -319,6 +320,8 @@ async def measure_levels(
 ) -> Results:
     """Every level; `other` (a name and URL) adds another API's chat and chatflow calls. Each
     system's clients are HTTP clients of their own (bench.common.http_clients)."""
+    gc.collect()
+    gc.freeze()  # this process's start-up heap: a full collection of it stalled every client
     results: Results = {}
     for streaming in (True, False):
         systems: dict[str, tuple[str, Callable[[httpx.AsyncClient], Call]]] = {

@@ -741,6 +741,8 @@ async def _http_levels(
         if problem := await tusk():
             raise BenchError(f"the 3-node workflow did not run: {problem}")
         transactions = await transactions_per_run(conninfo, tusk)
+    gc.collect()
+    gc.freeze()  # this process's heap so far: a full collection of it stalled every client
     systems = ((HTTP_BASE, model_url, partial(_model_call, base_url=model_url)),
                (HTTP_TUSK, api_url, partial(_tusk_call, key=key)))  # fmt: skip
     levels = []
