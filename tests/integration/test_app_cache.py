@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import psycopg
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, text
 
@@ -129,7 +131,9 @@ async def test_a_new_model_config_is_used_by_the_next_message(fresh_database: st
             assert sent[0] == {"role": "system", "content": "Talk like a pirate."}
 
 
-async def test_a_warm_chat_message_asks_little_of_the_database(fresh_database: str) -> None:
+async def test_a_warm_chat_message_asks_little_of_the_database(
+    fresh_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with FakeOpenAI(api_key=KEY) as fake:
         env = {"openai_api_key": KEY, "openai_api_base": fake.base_url}
         async with api(fresh_database, **env) as (app, client):
@@ -141,12 +145,21 @@ async def test_a_warm_chat_message_asks_little_of_the_database(fresh_database: s
             engine = app.state.services.engine.sync_engine
 
             def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-                verb, table = re.match(r"(\w+) (?:INTO )?(\w+)", statement).groups()  # type: ignore[union-attr]
+                verb, table = re.match(r'(\w+) (?:INTO )?"?(\w+)', statement).groups()  # type: ignore[union-attr]
                 statements.append(f"{verb} {table}")
 
+            sent_by_driver = psycopg.AsyncConnection.execute  # the writes of tusk.db.driver
+
+            async def driver_execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+                text = query if isinstance(query, str) else query.as_string(self)
+                count(None, None, text)
+                return await sent_by_driver(self, query, *args, **kwargs)
+
             event.listen(engine, "before_cursor_execute", count)
+            monkeypatch.setattr(psycopg.AsyncConnection, "execute", driver_execute)
             fake.reply("hello")
             answer = await client.post("/v1/chat-messages", json=CHAT, headers=bearer(key))
+            monkeypatch.undo()
             event.remove(engine, "before_cursor_execute", count)
         assert answer.json()["answer"] == "hello"
         # key, app, end user, model config and annotation setting come from the cache: left are

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tusk.db.models import App, Conversation, Message
@@ -142,14 +142,6 @@ async def last_message_id(db: AsyncSession, conversation_id: uuid.UUID) -> uuid.
         .limit(1)
     )
     return (await db.execute(last)).scalar()
-
-
-async def commit_without_waiting_for_disk(db: AsyncSession) -> None:
-    """Let this transaction's commit return before its WAL is on disk. For the rows that open
-    a turn: the client waits for them before its first token, and the turn's end, committed
-    durably, flushes them with it (WAL is written in order). A crash in the fraction of a
-    second before the WAL writer flushes them loses the turn just begun, nothing else."""
-    await db.execute(text("SET LOCAL synchronous_commit = off"))
 
 
 @dataclass

@@ -15,21 +15,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tusk.apps.cache import AppCache
 from tusk.apps.chat_wire import ChatIds
 from tusk.apps.conversations import (
     Speaker,
-    commit_without_waiting_for_disk,
     find_conversation,
-    last_message_id,
     message_row,
     new_conversation,
 )
 from tusk.apps.easy_config import AppUnavailable, EasyConfig, form_variables, read_config
 from tusk.apps.message_files import ChatFiles, file_rows, file_rules, request_files
+from tusk.db.driver import driver_transaction, insert_rows
 from tusk.db.models import App, AppModelConfig, Conversation, Message
 from tusk.db.models.message_files import MessageFile
 from tusk.workflow.files import UploadResolver
@@ -165,17 +163,22 @@ async def record_turn(
     The message has its id and time already (`new_turn_message`). With `after`, once it is set."""
     if after is not None:
         await after.wait()
-    async with sessions.begin() as db:
-        await commit_without_waiting_for_disk(db)
+    # Through the driver, in one round trip for a new conversation: under load, every round
+    # trip of this write waits its turn on the event loop, and the first token waits for it.
+    async with driver_transaction(sessions, wait_for_disk=False) as db:
         if started is not None:
-            db.add(started)
-            await db.flush()  # before the message that refers to it
+            await insert_rows(db, [started])
         else:
-            locked = select(Conversation.id).where(Conversation.id == message.conversation_id)
-            await db.execute(locked.with_for_update())
-            message.parent_message_id = await last_message_id(db, message.conversation_id)
-        db.add(message)
-        db.add_all(files)
+            await db.execute(_LOCK_CONVERSATION, (message.conversation_id,))
+            last = await (await db.execute(_LAST_MESSAGE, (message.conversation_id,))).fetchone()
+            message.parent_message_id = last[0] if last else None
+        await insert_rows(db, [message, *files])
+
+
+_LOCK_CONVERSATION = "SELECT id FROM conversations WHERE id = %s FOR UPDATE"
+_LAST_MESSAGE = (
+    "SELECT id FROM messages WHERE conversation_id = %s ORDER BY created_at DESC LIMIT 1"
+)
 
 
 def turn_ids(app: App, message: Message) -> ChatIds:

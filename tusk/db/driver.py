@@ -5,11 +5,15 @@ Everything else goes through SQLAlchemy."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from sqlalchemy import JSON
+from sqlalchemy import inspect as orm_inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 # For rows that only mark a start: a crash in the next fraction of a second may lose them, and
@@ -42,3 +46,41 @@ async def driver_transaction(
         except psycopg.OperationalError:
             await connection.invalidate()
             raise
+
+
+_inserts: dict[tuple[str, tuple[str, ...]], sql.Composed] = {}
+
+
+async def insert_rows(db: psycopg.AsyncConnection[Any], rows: Sequence[object]) -> None:
+    """Insert mapped objects with the values they were given (the server's defaults for the
+    rest), as the ORM would; the objects are not attached to any session."""
+    for row in rows:
+        statement, values = _insert_of(row)
+        await db.execute(statement, values)
+
+
+def _insert_of(row: object) -> tuple[sql.Composed, list[Any]]:
+    given = orm_inspect(row).dict
+    names: list[str] = []
+    values: list[Any] = []
+    for attribute in orm_inspect(type(row)).column_attrs:
+        if attribute.key not in given:
+            continue
+        column = attribute.columns[0]
+        value = given[attribute.key]
+        if isinstance(column.type, JSON):  # as the ORM writes it: None is JSON's null
+            value = json.dumps(value)
+        names.append(column.name)
+        values.append(value)
+    table = orm_inspect(type(row)).local_table.name
+    key = (table, tuple(names))
+    statement = _inserts.get(key)
+    if statement is None:
+        json_names = {c.name for c in orm_inspect(type(row)).columns if isinstance(c.type, JSON)}
+        placeholders = [sql.SQL("%s::jsonb" if n in json_names else "%s") for n in names]
+        statement = _inserts[key] = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            sql.Identifier(table),
+            sql.SQL(", ").join(map(sql.Identifier, names)),
+            sql.SQL(", ").join(placeholders),
+        )
+    return statement, values
