@@ -6,7 +6,7 @@ Everything else goes through SQLAlchemy."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -77,10 +77,18 @@ def _insert_of(row: object) -> tuple[sql.Composed, list[Any]]:
     statement = _inserts.get(key)
     if statement is None:
         json_names = {c.name for c in orm_inspect(type(row)).columns if isinstance(c.type, JSON)}
-        placeholders = [sql.SQL("%s::jsonb" if n in json_names else "%s") for n in names]
-        statement = _inserts[key] = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-            sql.Identifier(table),
-            sql.SQL(", ").join(map(sql.Identifier, names)),
-            sql.SQL(", ").join(placeholders),
-        )
+        statement = _inserts[key] = insert_statement(table, names, json_names)
     return statement, values
+
+
+def insert_statement(
+    table: str, columns: Sequence[str], json_columns: Collection[str] = ()
+) -> sql.Composed:
+    """An INSERT of one row's `columns`; JSON values are passed as their text, cast by the
+    server (they are encoded once, by the caller)."""
+    placeholders = [sql.SQL("%s::jsonb" if c in json_columns else "%s") for c in columns]
+    return sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(placeholders),
+    )

@@ -22,10 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tusk.db.driver import driver_transaction
+from tusk.db.driver import driver_transaction, insert_statement
 from tusk.storage import Storage
 from tusk.workflow.events import (
     ContainerCompleted,
@@ -72,18 +71,8 @@ _NODE_COLUMNS = ("id", "workspace_id", "app_id", "workflow_id", "workflow_run_id
                  "created_at", "finished_at")  # fmt: skip
 
 
-def _insert_sql(table: str, columns: tuple[str, ...]) -> sql.Composed:
-    """JSON values are passed as their text, cast by the server."""
-    values = [sql.SQL("%s::jsonb" if column in _JSON_COLUMNS else "%s") for column in columns]
-    return sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-        sql.Identifier(table),
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.SQL(", ").join(values),
-    )
-
-
-_INSERT_RUN = _insert_sql("workflow_runs", _RUN_COLUMNS)
-_INSERT_NODE = _insert_sql("workflow_node_executions", _NODE_COLUMNS)
+_INSERT_RUN = insert_statement("workflow_runs", _RUN_COLUMNS, _JSON_COLUMNS)
+_INSERT_NODE = insert_statement("workflow_node_executions", _NODE_COLUMNS, _JSON_COLUMNS)
 _FINISH_RUN = """
     UPDATE workflow_runs SET status = %s, outputs = %s::jsonb, error = %s, elapsed_time = %s,
         total_tokens = %s, total_steps = %s, exceptions_count = %s, finished_at = %s
@@ -143,7 +132,7 @@ class RunRecorder:
         for the sweeper to find."""
         meta = self.meta
         row = (self.run_id, meta.workspace_id, meta.app_id, meta.workflow_id, meta.type,
-               meta.triggered_from, meta.version, json.dumps(meta.graph, ensure_ascii=False),
+               meta.triggered_from, meta.version, json.dumps(dict(meta.graph), ensure_ascii=False),
                await self._keep("run", "inputs", dict(inputs)), meta.created_by_role,
                meta.created_by)  # fmt: skip
         async with driver_transaction(self.sessions, wait_for_disk=False) as db:
