@@ -145,7 +145,8 @@ async def test_a_warm_chat_message_asks_little_of_the_database(
             engine = app.state.services.engine.sync_engine
 
             def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-                verb, table = re.match(r'(\w+) (?:INTO )?"?(\w+)', statement).groups()  # type: ignore[union-attr]
+                words = " ".join(statement.split())
+                verb, table = re.match(r'(\w+) (?:INTO )?"?(\w+)', words).groups()  # type: ignore[union-attr]
                 statements.append(f"{verb} {table}")
 
             sent_by_driver = psycopg.AsyncConnection.execute  # the writes of tusk.db.driver

@@ -3,6 +3,7 @@ end user (or console account) of one app; another user cannot see it."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,9 +11,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tusk.db.driver import driver_transaction
 from tusk.db.models import App, Conversation, Message
 from tusk.errors import InvalidParam, NotFound
 from tusk.models.types import Message as ChatMessage
@@ -168,40 +170,32 @@ async def finish_message(
     variables: dict[str, Any] | None = None,
 ) -> None:
     """Store the answer and count the turn (and keep a chatflow's conversation variables), in
-    one transaction."""
+    one statement (the conversation is counted only if the message was there to answer),
+    through the driver: it ends every turn."""
     now = datetime.now(UTC)
-    answered = (
-        update(Message)
-        .where(Message.id == message.id)
-        .values(
-            answer=outcome.answer,
-            status=outcome.status,
-            error=outcome.error,
-            message_tokens=outcome.message_tokens,
-            answer_tokens=outcome.answer_tokens,
-            total_tokens=outcome.message_tokens + outcome.answer_tokens,
-            total_price=outcome.total_price,
-            currency=outcome.currency,
-            provider_response_latency=outcome.latency,
-            message_metadata=outcome.metadata or {},
-            workflow_run_id=outcome.workflow_run_id,
-            updated_at=now,
-        )
-        .returning(Message.conversation_id)
-        .cte("answered")
-    )
-    counted: dict[str, Any] = {"dialogue_count": Conversation.dialogue_count + 1, "updated_at": now}
-    if variables is not None:
-        counted["variables"] = variables
-    # one statement: the conversation is counted only if the message was there to answer
-    both = (
-        update(Conversation)
-        .where(Conversation.id == select(answered.c.conversation_id).scalar_subquery())
-        .values(counted)
-        .execution_options(synchronize_session=False)  # no loaded row to refresh: skip the work
-    )
-    async with sessions.begin() as db:
-        await db.execute(both)
+    metadata = json.dumps(outcome.metadata or {})
+    answer = (outcome.answer, outcome.status, outcome.error, outcome.message_tokens,
+              outcome.answer_tokens, outcome.message_tokens + outcome.answer_tokens,
+              outcome.total_price, outcome.currency, outcome.latency, metadata,
+              outcome.workflow_run_id, now, message.id)  # fmt: skip
+    async with driver_transaction(sessions) as db:
+        if variables is None:
+            await db.execute(_FINISH_MESSAGE, (*answer, now))
+        else:
+            await db.execute(_FINISH_MESSAGE_AND_VARIABLES, (*answer, now, json.dumps(variables)))
+
+
+_ANSWERED = """
+    WITH answered AS (
+        UPDATE messages SET answer = %s, status = %s, error = %s, message_tokens = %s,
+            answer_tokens = %s, total_tokens = %s, total_price = %s, currency = %s,
+            provider_response_latency = %s, message_metadata = %s::jsonb, workflow_run_id = %s,
+            updated_at = %s
+        WHERE id = %s RETURNING conversation_id)
+    UPDATE conversations SET dialogue_count = dialogue_count + 1, updated_at = %s"""
+_OF_ANSWERED = " WHERE id = (SELECT conversation_id FROM answered)"
+_FINISH_MESSAGE = _ANSWERED + _OF_ANSWERED
+_FINISH_MESSAGE_AND_VARIABLES = _ANSWERED + ", variables = %s::jsonb" + _OF_ANSWERED
 
 
 class ConversationHistory:
