@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from tests.support.api import SECRET, assert_error, bearer, make_settings, setup_and_login
 from tusk.api.app import create_app
@@ -136,42 +136,32 @@ async def test_a_warm_chat_message_asks_little_of_the_database(
 ) -> None:
     with FakeOpenAI(api_key=KEY) as fake:
         env = {"openai_api_key": KEY, "openai_api_base": fake.base_url}
-        async with api(fresh_database, **env) as (app, client):
+        async with api(fresh_database, **env) as (_, client):
             token = await setup_and_login(client)
             _, key, _ = await chat_app(client, token)
             fake.reply("warm-up")
             await client.post("/v1/chat-messages", json=CHAT, headers=bearer(key))
             statements: list[str] = []
-            engine = app.state.services.engine.sync_engine
+            sent = psycopg.AsyncCursor.execute  # every statement, SQLAlchemy's and the driver's
 
-            def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-                words = " ".join(statement.split())
-                verb, table = re.match(r'(\w+) (?:INTO )?"?(\w+)', words).groups()  # type: ignore[union-attr]
-                statements.append(f"{verb} {table}")
+            async def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+                statements.append(" ".join(str(query).split()))
+                return await sent(self, query, *args, **kwargs)
 
-            sent_by_driver = psycopg.AsyncConnection.execute  # the writes of tusk.db.driver
-
-            async def driver_execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-                text = query if isinstance(query, str) else query.as_string(self)
-                count(None, None, text)
-                return await sent_by_driver(self, query, *args, **kwargs)
-
-            event.listen(engine, "before_cursor_execute", count)
-            monkeypatch.setattr(psycopg.AsyncConnection, "execute", driver_execute)
+            monkeypatch.setattr(psycopg.AsyncCursor, "execute", execute)
             fake.reply("hello")
             answer = await client.post("/v1/chat-messages", json=CHAT, headers=bearer(key))
             monkeypatch.undo()
-            event.remove(engine, "before_cursor_execute", count)
         assert answer.json()["answer"] == "hello"
         # key, app, end user, model config and annotation setting come from the cache: left are
-        # the conversation and message inserts (committed without waiting for the disk), then
-        # the answer and the count in one statement (the usage row is written later, in a batch)
-        assert statements == [
-            "SET LOCAL",
-            "INSERT conversations",
-            "INSERT messages",
-            "WITH answered",
-        ]
+        # the conversation and message inserts in one statement, committed without waiting for
+        # the disk, then the answer and the count in one statement (the usage row is written
+        # later, in a batch)
+        assert len(statements) == 2, statements
+        turn, answered = statements
+        assert re.search(r"INSERT INTO \W?conversations.* INSERT INTO \W?messages", turn)
+        assert turn.endswith("RETURNING set_config('synchronous_commit', 'off', true)")
+        assert answered.startswith("WITH answered AS ( UPDATE messages")
 
 
 async def test_annotation_settings_are_forgotten_when_they_change(fresh_database: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tusk.db.driver import driver_transaction
+from tusk.db.driver import execute_alone
 from tusk.db.models import App, Conversation, Message
 from tusk.errors import InvalidParam, NotFound
 from tusk.models.types import Message as ChatMessage
@@ -178,11 +178,12 @@ async def finish_message(
               outcome.answer_tokens, outcome.message_tokens + outcome.answer_tokens,
               outcome.total_price, outcome.currency, outcome.latency, metadata,
               outcome.workflow_run_id, now, message.id)  # fmt: skip
-    async with driver_transaction(sessions) as db:
-        if variables is None:
-            await db.execute(_FINISH_MESSAGE, (*answer, now))
-        else:
-            await db.execute(_FINISH_MESSAGE_AND_VARIABLES, (*answer, now, json.dumps(variables)))
+    if variables is None:
+        await execute_alone(sessions, _FINISH_MESSAGE, (*answer, now))
+    else:
+        await execute_alone(
+            sessions, _FINISH_MESSAGE_AND_VARIABLES, (*answer, now, json.dumps(variables))
+        )
 
 
 _ANSWERED = """

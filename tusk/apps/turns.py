@@ -27,7 +27,7 @@ from tusk.apps.conversations import (
 )
 from tusk.apps.easy_config import AppUnavailable, EasyConfig, form_variables, read_config
 from tusk.apps.message_files import ChatFiles, file_rows, file_rules, request_files
-from tusk.db.driver import driver_transaction, insert_rows
+from tusk.db.driver import driver_transaction, execute, execute_alone, inserts, not_waiting_for_disk
 from tusk.db.models import App, AppModelConfig, Conversation, Message
 from tusk.db.models.message_files import MessageFile
 from tusk.workflow.files import UploadResolver
@@ -163,16 +163,18 @@ async def record_turn(
     The message has its id and time already (`new_turn_message`). With `after`, once it is set."""
     if after is not None:
         await after.wait()
-    # Through the driver, in one round trip for a new conversation: under load, every round
+    # Through the driver, in one statement for a new conversation: under load, every round
     # trip of this write waits its turn on the event loop, and the first token waits for it.
+    if started is not None:
+        statement, values = inserts([started, message, *files])
+        await execute_alone(sessions, not_waiting_for_disk(statement), values)
+        return
     async with driver_transaction(sessions, wait_for_disk=False) as db:
-        if started is not None:
-            await insert_rows(db, [started])
-        else:
-            await db.execute(_LOCK_CONVERSATION, (message.conversation_id,))
-            last = await (await db.execute(_LAST_MESSAGE, (message.conversation_id,))).fetchone()
-            message.parent_message_id = last[0] if last else None
-        await insert_rows(db, [message, *files])
+        await db.execute(_LOCK_CONVERSATION, (message.conversation_id,))
+        last = await (await db.execute(_LAST_MESSAGE, (message.conversation_id,))).fetchone()
+        message.parent_message_id = last[0] if last else None
+        statement, values = inserts([message, *files])
+        await execute(db, statement, values)
 
 
 _LOCK_CONVERSATION = "SELECT id FROM conversations WHERE id = %s FOR UPDATE"

@@ -16,15 +16,21 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tusk.db.driver import driver_transaction, insert_statement
+from tusk.db.driver import (
+    Connection,
+    driver_connection,
+    execute,
+    execute_alone,
+    insert_statement,
+    not_waiting_for_disk,
+)
 from tusk.storage import Storage
 from tusk.workflow.events import (
     ContainerCompleted,
@@ -58,7 +64,7 @@ class RunMeta:
     created_by: uuid.UUID | None
 
 
-Connection = psycopg.AsyncConnection[Any]
+Row = tuple[Any, ...]
 
 # The rows are written through the driver (tusk.db.driver): these are every run's statements.
 _JSON_COLUMNS = frozenset({"graph", "inputs", "process_data", "outputs", "execution_metadata"})
@@ -72,7 +78,16 @@ _NODE_COLUMNS = ("id", "workspace_id", "app_id", "workflow_id", "workflow_run_id
 
 
 _INSERT_RUN = insert_statement("workflow_runs", _RUN_COLUMNS, _JSON_COLUMNS)
-_INSERT_NODE = insert_statement("workflow_node_executions", _NODE_COLUMNS, _JSON_COLUMNS)
+ROWS_PER_STATEMENT = 500  # node executions (23 values each; a statement takes 65,535)
+
+
+def _insert_nodes(rows: int) -> str:
+    """Node executions in a batch that failed after its commit are sent again: the copies are
+    ignored."""
+    statement = insert_statement("workflow_node_executions", _NODE_COLUMNS, _JSON_COLUMNS, rows)
+    return f"{statement} ON CONFLICT (id) DO NOTHING"
+
+
 _FINISH_RUN = """
     UPDATE workflow_runs SET status = %s, outputs = %s::jsonb, error = %s, elapsed_time = %s,
         total_tokens = %s, total_steps = %s, exceptions_count = %s, finished_at = %s
@@ -81,6 +96,10 @@ _ABANDON_RUN = """
     UPDATE workflow_runs SET status = 'failed', error = %s, finished_at = now()
     WHERE id = %s AND status = 'running'"""
 _BEAT = "UPDATE workflow_runs SET heartbeat_at = now() WHERE id = %s"
+
+
+def _chunks(rows: list[Row], size: int) -> list[list[Row]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
 def _timestamp(seconds: float | None) -> datetime | None:
@@ -135,8 +154,7 @@ class RunRecorder:
                meta.triggered_from, meta.version, json.dumps(dict(meta.graph), ensure_ascii=False),
                await self._keep("run", "inputs", dict(inputs)), meta.created_by_role,
                meta.created_by)  # fmt: skip
-        async with driver_transaction(self.sessions, wait_for_disk=False) as db:
-            await db.execute(_INSERT_RUN, row)
+        await execute_alone(self.sessions, not_waiting_for_disk(_INSERT_RUN), row)
         self._last_beat = asyncio.get_running_loop().time()
 
     def __call__(self, event: Event) -> None:
@@ -154,17 +172,15 @@ class RunRecorder:
         outcome = (state.status, await self._keep("run", "outputs", state.outputs), state.error,
                    state.elapsed_time, state.total_tokens, state.total_steps,
                    state.exceptions_count, _timestamp(state.finished_at), self.run_id)  # fmt: skip
-        async with driver_transaction(self.sessions) as db:
-            await self._write_nodes(db)
-            await db.execute(_FINISH_RUN, outcome)
+        async with driver_connection(self.sessions) as db:
+            await self._write_nodes(db, _FINISH_RUN, outcome)
 
     async def abandon(self, error: str) -> None:
         """The run ended without `finish` (the process is shutting down): mark it failed."""
         await self._stop_writer()
         with contextlib.suppress(Exception):
-            async with driver_transaction(self.sessions) as db:
-                await self._write_nodes(db)
-                await db.execute(_ABANDON_RUN, (error, self.run_id))
+            async with driver_connection(self.sessions) as db:
+                await self._write_nodes(db, _ABANDON_RUN, (error, self.run_id))
 
     # --- batches -------------------------------------------------------------------------
 
@@ -196,27 +212,39 @@ class RunRecorder:
             if not self._pending and not beat:
                 continue
             try:
-                async with driver_transaction(self.sessions) as db:
-                    await self._write_nodes(db)
+                async with driver_connection(self.sessions) as db:
                     if beat:
-                        await db.execute(_BEAT, (self.run_id,))
+                        await self._write_nodes(db, _BEAT, (self.run_id,))
                         self._last_beat = loop.time()
+                    else:
+                        await self._write_nodes(db)
             except Exception:  # the database is away: keep the batch and try again
                 log.warning("could not record workflow run %s yet", self.run_id, exc_info=True)
 
-    async def _write_nodes(self, db: Connection) -> None:
+    async def _write_nodes(
+        self, db: Connection, then: str | None = None, values: Sequence[Any] = ()
+    ) -> None:
+        """Insert the pending node executions, with `then` (an update of the run) in the same
+        statement as the last of them. If it fails they are pending again."""
         batch, self._pending = self._pending, []
-        if not batch:
-            return
         try:
             rows = [await self._row(node) for node in batch]
-            async with db.cursor() as cursor:
-                await cursor.executemany(_INSERT_NODE, rows)
+            statements = [
+                (_insert_nodes(len(chunk)), [value for row in chunk for value in row])
+                for chunk in _chunks(rows, ROWS_PER_STATEMENT)
+            ]
+            if then is not None:
+                inserted, inserted_values = statements.pop() if statements else (None, [])
+                if inserted is not None:
+                    then = f"WITH nodes AS ({inserted}) {then}"
+                statements.append((then, [*inserted_values, *values]))
+            for statement, statement_values in statements:
+                await execute(db, statement, statement_values)
         except BaseException:
             self._pending[:0] = batch
             raise
 
-    async def _row(self, node: NodeRun) -> tuple[Any, ...]:
+    async def _row(self, node: NodeRun) -> Row:
         meta, where = self.meta, f"nodes/{node.id}"
         return (
             uuid.UUID(node.id), meta.workspace_id, meta.app_id, meta.workflow_id, self.run_id,
