@@ -42,7 +42,7 @@ async def make_app(engine: AsyncEngine) -> RunMeta:
                 {"w": workspace, "a": app},
             )
         ).scalar_one()
-    return RunMeta(workspace, app, workflow, "workflow", "draft", {}, "app-run", "account", None)
+    return RunMeta(workspace, app, workflow, "workflow", "draft", "{}", "app-run", "account", None)
 
 
 async def test_a_run_whose_process_died_is_swept_to_failed(engine: AsyncEngine) -> None:

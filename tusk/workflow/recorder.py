@@ -58,7 +58,7 @@ class RunMeta:
     workflow_id: uuid.UUID
     type: str  # "workflow" or "chat"
     version: str
-    graph: Mapping[str, Any]
+    graph: str  # JSON
     triggered_from: str  # app-run, debugging, single-step
     created_by_role: str  # account or end_user
     created_by: uuid.UUID | None
@@ -151,7 +151,7 @@ class RunRecorder:
         for the sweeper to find."""
         meta = self.meta
         row = (self.run_id, meta.workspace_id, meta.app_id, meta.workflow_id, meta.type,
-               meta.triggered_from, meta.version, json.dumps(dict(meta.graph), ensure_ascii=False),
+               meta.triggered_from, meta.version, meta.graph,
                await self._keep("run", "inputs", dict(inputs)), meta.created_by_role,
                meta.created_by)  # fmt: skip
         await execute_alone(self.sessions, not_waiting_for_disk(_INSERT_RUN), row)

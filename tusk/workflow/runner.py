@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -85,7 +86,7 @@ class WorkflowRunner:
         self.broker = broker
         self.env_key = env_key
         self.limits = Limits.from_settings(resources.settings)
-        self._plans: OrderedDict[tuple[uuid.UUID, float], Plan] = OrderedDict()
+        self._plans: OrderedDict[tuple[uuid.UUID, float], tuple[Plan, str]] = OrderedDict()
         self._versions: OrderedDict[uuid.UUID, Workflow] = OrderedDict()
         self._running: dict[uuid.UUID, Executor] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -93,18 +94,23 @@ class WorkflowRunner:
     # --- plans ---------------------------------------------------------------------------
 
     def plan(self, app: App, workflow: Workflow) -> Plan:
-        """Published versions never change; a draft is keyed by when it was last saved."""
+        return self._compiled(app, workflow)[0]
+
+    def _compiled(self, app: App, workflow: Workflow) -> tuple[Plan, str]:
+        """The plan, and the graph as every run's row keeps it (JSON: a graph of tens of
+        kilobytes took a fraction of a millisecond to encode). Published versions never
+        change; a draft is keyed by when it was last saved."""
         stamp = workflow.updated_at.timestamp() if workflow.version == DRAFT else 0.0
         key = (workflow.id, stamp)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = plan_of(workflow, engine_mode(app))
-            self._plans[key] = plan
+        compiled = self._plans.get(key)
+        if compiled is None:
+            graph = json.dumps(workflow.graph, ensure_ascii=False)
+            compiled = self._plans[key] = (plan_of(workflow, engine_mode(app)), graph)
             if len(self._plans) > PLANS_KEPT:
                 self._plans.popitem(last=False)
         else:
             self._plans.move_to_end(key)
-        return plan
+        return compiled
 
     async def version(self, db: AsyncSession, app: App, workflow_id: uuid.UUID) -> Workflow:
         """A published version of the app's workflow. Versions are never changed once
@@ -131,17 +137,15 @@ class WorkflowRunner:
     def start(self, request: RunRequest) -> RunHandle:
         """Start the run in the background; its events arrive through the handle."""
         handle = RunHandle(uuid.uuid4())
-        plan = self.plan(request.app, request.workflow)
-        handle.task = asyncio.create_task(self._run(request, plan, handle))
+        plan, graph = self._compiled(request.app, request.workflow)
+        handle.task = asyncio.create_task(self._run(request, plan, _meta(request, graph), handle))
         self._tasks.add(handle.task)
         handle.task.add_done_callback(self._tasks.discard)
         return handle
 
-    async def _run(self, request: RunRequest, plan: Plan, handle: RunHandle) -> None:
+    async def _run(self, request: RunRequest, plan: Plan, meta: RunMeta, handle: RunHandle) -> None:
         workflow, app = request.workflow, request.app
-        recorder = RunRecorder(
-            self.resources.sessions, self.resources.storage, _meta(request), handle.run_id
-        )
+        recorder = RunRecorder(self.resources.sessions, self.resources.storage, meta, handle.run_id)
         context = RunContext(
             workspace_id=app.workspace_id,
             app_id=app.id,
@@ -233,7 +237,7 @@ class WorkflowRunner:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _meta(request: RunRequest) -> RunMeta:
+def _meta(request: RunRequest, graph: str) -> RunMeta:
     workflow = request.workflow
     return RunMeta(
         workspace_id=request.app.workspace_id,
@@ -241,7 +245,7 @@ def _meta(request: RunRequest) -> RunMeta:
         workflow_id=workflow.id,
         type=workflow.type,
         version=workflow.version,
-        graph=workflow.graph,
+        graph=graph,
         triggered_from=request.triggered_from,
         created_by_role=request.created_by_role,
         created_by=request.created_by,
