@@ -99,11 +99,14 @@ class Settings(BaseSettings):
         ge=0,
         **_env("TUSK_DB_WAIT_SECONDS", expected="seconds to wait for the database at start-up"),
     )
-    pool_size: int = Field(  # Dify's defaults: 30 and 10
-        30, ge=1, **_env("SQLALCHEMY_POOL_SIZE", expected="a positive number of connections")
+    # Dify's defaults are 30 and 10; but an extra connection is closed as soon as it is given
+    # back, so that under steady load above 30 the pool opened and closed a connection at every
+    # few requests (277 in 3,000 workflow runs at 60 clients, a third of the throughput).
+    pool_size: int = Field(
+        40, ge=1, **_env("SQLALCHEMY_POOL_SIZE", expected="a positive number of connections")
     )
     pool_max_overflow: int = Field(
-        10, ge=0, **_env("SQLALCHEMY_MAX_OVERFLOW", expected="a number of extra connections")
+        0, ge=0, **_env("SQLALCHEMY_MAX_OVERFLOW", expected="a number of extra connections")
     )
     storage_type: StorageType = Field(
         StorageType.POSTGRES, **_env("STORAGE_TYPE", expected="one of postgres, local, s3")
