@@ -47,6 +47,7 @@ from tusk.apps.prompting import PromptInput, build_prompt
 from tusk.apps.running import RunningTurn
 from tusk.apps.tasks import TaskRegistry
 from tusk.apps.turns import TurnRequest, TurnRows, open_turn, turn_ids
+from tusk.db.engine import session_of
 from tusk.db.models import App, Message
 from tusk.errors import TuskError
 from tusk.models.prices import price_of
@@ -237,7 +238,7 @@ class AgentTurn(RunningTurn):
             runner=deps.runner,
         )
         tools = []
-        async with deps.sessions() as db:
+        async with session_of(deps.sessions) as db:
             for ref in setup.mode.tool_refs():
                 try:
                     tools.append(await load_tool(db, deps.models.secret_key, base, ref))

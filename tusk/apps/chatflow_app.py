@@ -38,6 +38,7 @@ from tusk.apps.running import INTERNAL_ERROR
 from tusk.apps.tasks import TaskRegistry
 from tusk.apps.turns import new_turn_message, record_turn, written
 from tusk.apps.workflow_app import pick_workflow, start_form
+from tusk.db.engine import session_of
 from tusk.db.models import App, Message, Workflow
 from tusk.errors import TuskError
 from tusk.workflow.events import Event, NodeFinished, TextChunk, WorkflowFinished
@@ -193,7 +194,7 @@ async def start_turn(
 ) -> Turn:
     if app.mode != "advanced-chat":
         raise NotChatApp("Please check if your app mode matches the right API route.")
-    async with sessions() as db:  # reads; the turn's rows are written while the run starts
+    async with session_of(sessions) as db:  # reads; the turn's rows are written as it starts
         workflow = await pick_workflow(
             db, app, version=request.version, draft=request.draft, runner=runner
         )

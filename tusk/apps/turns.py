@@ -28,6 +28,7 @@ from tusk.apps.conversations import (
 from tusk.apps.easy_config import AppUnavailable, EasyConfig, form_variables, read_config
 from tusk.apps.message_files import ChatFiles, file_rows, file_rules, request_files
 from tusk.db.driver import driver_transaction, execute, execute_alone, inserts, not_waiting_for_disk
+from tusk.db.engine import session_of
 from tusk.db.models import App, AppModelConfig, Conversation, Message
 from tusk.db.models.message_files import MessageFile
 from tusk.workflow.files import UploadResolver
@@ -97,7 +98,7 @@ async def open_turn(
     continuing = bool(request.conversation_id) and app.mode != "completion"
     # Reads only (no commit): with the app's config cached, a new conversation takes no
     # connection at all.
-    async with sessions() as db:
+    async with session_of(sessions) as db:
         if continuing:
             conversation = await find_conversation(
                 db, app, request.speaker, request.conversation_id

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tusk.db.engine import transaction_of
 from tusk.db.models import App, Workflow, WorkflowNodeExecution, WorkflowRun
 from tusk.db.paging import Page, paginate
 from tusk.errors import InvalidParam, NotFound, TuskError
@@ -83,7 +84,7 @@ async def start_run(
 ) -> RunHandle:
     if app.mode != "workflow":
         raise NotWorkflowApp("Please check if your app mode matches the right API route.")
-    async with sessions.begin() as db:
+    async with transaction_of(sessions) as db:
         workflow = await pick_workflow(db, app, version=version, draft=draft, runner=runner)
         plan = runner.plan(app, workflow)
         resolve = UploadResolver(db, app.workspace_id)

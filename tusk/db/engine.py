@@ -66,6 +66,34 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 @asynccontextmanager
+async def session_of(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session, closed when the block ends, for the paths every request takes. SQLAlchemy's
+    own context closes its session in a task of its own, under a shield: two turns of the event
+    loop even for a session that took no connection (as when an app's config comes from the
+    cache), and under load each turn takes milliseconds (12 to 20 ms at p50 for a chat's first
+    step at 64 clients). A session that holds a connection is still closed under a shield, so
+    that giving the connection back is not cut short."""
+    db = sessions()
+    try:
+        yield db
+    finally:
+        if db.in_transaction():
+            await asyncio.shield(db.close())
+        else:
+            await db.close()
+
+
+@asynccontextmanager
+async def transaction_of(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """`session_of` in a transaction, committed when the block ends (rolled back if it
+    raises)."""
+    async with session_of(sessions) as db, db.begin():
+        yield db
+
+
+@asynccontextmanager
 async def engine_scope(conninfo: str, **kwargs: int) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(conninfo, **kwargs)
     try:
