@@ -19,24 +19,40 @@ def frame(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, ensure_ascii=False, default=str).encode() + b"\n\n"
 
 
+_END = object()
+
+
 async def _with_pings(payloads: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """The payloads, read by a task of their own into a queue, which is read here with a
+    timeout for the pings (a timeout cannot cut the payloads' own iterator short, but it can a
+    wait on a queue). A task and a wait per payload cost more than the rest of its relay."""
     yield PING
-    next_payload = asyncio.ensure_future(anext(payloads, None))
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    reader = asyncio.create_task(_read_into(payloads, queue))
     try:
         while True:
-            done, _ = await asyncio.wait({next_payload}, timeout=PING_EVERY)
-            if not done:
+            try:
+                async with asyncio.timeout(PING_EVERY):
+                    payload = await queue.get()
+            except TimeoutError:
                 yield PING
                 continue
-            payload = next_payload.result()
-            if payload is None:
+            if payload is _END:
+                reader.result()  # raises what the payloads raised
                 return
             yield frame(payload)
-            next_payload = asyncio.ensure_future(anext(payloads, None))
     finally:
-        next_payload.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-            await next_payload
+        reader.cancel()  # the client has gone: the payloads' iterator is closed
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+async def _read_into(payloads: AsyncIterator[dict[str, Any]], queue: asyncio.Queue[Any]) -> None:
+    try:
+        async for payload in payloads:
+            queue.put_nowait(payload)
+    finally:
+        queue.put_nowait(_END)
 
 
 def sse_response(payloads: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
