@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from functools import cached_property
 from typing import Any
 
-import httpx2
+import aiohttp
 import openai
 
 from tusk.models.base import ChatModel, CredentialField, EmbeddingModel, Model, Provider
@@ -26,6 +26,7 @@ from tusk.models.providers.http_rerank import HttpRerank
 from tusk.models.providers.openai_http import (
     auth_headers,
     chat_url,
+    http_session,
     not_the_protocol,
     status_error,
     stream_chunks,
@@ -156,15 +157,15 @@ class OpenAIProvider(Provider):
         return self.credentials.get("api_version") or None
 
     @cached_property
-    def http(self) -> httpx2.AsyncClient:
-        """Streamed chats go through this client (see openai_http); the rest through the SDK."""
-        return httpx2.AsyncClient(
-            timeout=httpx2.Timeout(self.timeouts.read, connect=self.timeouts.connect),
-            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100),
-            verify=ssl_context(),
-            headers=auth_headers(
+    def http(self) -> aiohttp.ClientSession:
+        """Streamed chats go through this session (see openai_http); the rest through the SDK."""
+        return http_session(
+            auth_headers(
                 self.api_key, self.credentials.get("organization"), self.api_version is not None
             ),
+            connect=self.timeouts.connect,
+            read=self.timeouts.read,
+            ssl=ssl_context(),
         )
 
     @cached_property
@@ -193,7 +194,7 @@ class OpenAIProvider(Provider):
         if "client" in self.__dict__:
             await self.client.close()
         if "http" in self.__dict__:
-            await self.http.aclose()
+            await self.http.close()
 
     def models(self) -> list[ModelInfo]:
         if self.declared_models or self.credentials.get("base_url"):
