@@ -84,6 +84,14 @@ async def test_text_streams_in_the_servers_chunks_then_usage_and_finish(server: 
     assert server.requests[-1].headers["authorization"] == f"Bearer {KEY}"
 
 
+async def test_an_event_of_any_length_is_read(server: FakeOpenAI) -> None:
+    """A server may send a whole answer as one event: one line of the stream, here 1 MB."""
+    text = "word " * 200_000
+    server.reply(text, chunks=[text])
+    events = [event async for event in chat(server).stream(HELLO)]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == text
+
+
 async def test_streamed_chats_reuse_one_connection(server: FakeOpenAI) -> None:
     model = chat(server)
     for _ in range(3):
