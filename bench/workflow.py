@@ -1032,7 +1032,8 @@ def report(results: Results, runs: int, calls: int) -> tuple[str, list[str]]:
         "same clients calling that server's `/v1/chat/completions` (streamed) directly: the "
         "model call alone. Clients: httpx in this process, one client (a connection) each, "
         "each calling back to back; "
-        f"{calls} requests at least per row, after one untimed call per client. A request "
+        f"{calls} requests at least per row, after five untimed calls per client at the same "
+        "concurrency (pools grown, statements prepared). A request "
         "counts as an error unless it answers 200 with the run `succeeded` and its output.",
         http,
         _goal_http(results.http.levels),
