@@ -103,6 +103,7 @@ ENGINE, TUSK, NAIVE = "engine alone", "Tusk (WorkflowRunner)", "naive recorder (
 SYSTEMS = (ENGINE, TUSK, NAIVE)
 HTTP_TUSK = "Tusk: POST /v1/workflows/run, blocking"
 HTTP_TRIVIAL = "Tusk, start → template → end (no model call)"
+HTTP_THREE_TRIVIAL = "Tusk, start → template → if-else → aggregator → end (no model call)"
 HTTP_BASE = "model call alone: POST /v1/chat/completions"
 
 
@@ -748,6 +749,7 @@ async def _http_levels(
         await _ok(client.post(path, json=credentials, headers=_bearer(token)))
         _, key = await published_app(client, token, llm_graph())
         _, trivial_key = await published_app(client, token, chain_graph(3))
+        _, three_trivial_key = await published_app(client, token, chain_graph(5))
         tusk = _tusk_call(client, key)
         if problem := await tusk():
             raise BenchError(f"the 3-node workflow did not run: {problem}")
@@ -755,9 +757,11 @@ async def _http_levels(
     gc.collect()
     gc.freeze()  # this process's heap so far: a full collection of it stalled every client
     trivial = partial(_tusk_call, key=trivial_key, expected=NAME)
+    three_trivial = partial(_tusk_call, key=three_trivial_key, expected=NAME)
     systems = ((HTTP_BASE, model_url, partial(_model_call, base_url=model_url)),
                (HTTP_TUSK, api_url, partial(_tusk_call, key=key)),
-               (HTTP_TRIVIAL, api_url, trivial))  # fmt: skip
+               (HTTP_TRIVIAL, api_url, trivial),
+               (HTTP_THREE_TRIVIAL, api_url, three_trivial))  # fmt: skip
     levels = []
     for concurrency in LEVELS:
         for system, url, call_with in systems:
@@ -955,7 +959,9 @@ def _http_table(levels: list[Level]) -> tuple[str, list[str]]:
 
 def _goal_http(levels: list[Level]) -> str:
     verdicts = []
-    for system, graph in ((HTTP_TUSK, "start → LLM → end"), (HTTP_TRIVIAL, "trivial nodes")):
+    graphs = ((HTTP_TUSK, "start → LLM → end"), (HTTP_TRIVIAL, "start → template → end"),
+              (HTTP_THREE_TRIVIAL, "the three trivial nodes between start and end"))  # fmt: skip
+    for system, graph in graphs:
         at_60 = [lv for lv in levels if lv.system == system and lv.concurrency == max(LEVELS)]
         if not at_60:
             continue
@@ -1027,8 +1033,9 @@ def report(results: Results, runs: int, calls: int) -> tuple[str, list[str]]:
         "127.0.0.1, on the same database; the workflow: start → LLM (OpenAI provider, the "
         "workspace's credentials) → end, published, run with `POST /v1/workflows/run` "
         "(blocking) and a Service API key. The model is `FakeOpenAI` in another child process, "
-        "answering at once with a streamed echo of the prompt (`Echo: Ada`). Also a workflow of "
-        "three trivial nodes, start → template → end, which calls no model. **Baseline**: the "
+        "answering at once with a streamed echo of the prompt (`Echo: Ada`). Also two workflows "
+        "of trivial nodes, which call no model: start → template → end (three nodes), and the "
+        "three trivial nodes between start and end. **Baseline**: the "
         "same clients calling that server's `/v1/chat/completions` (streamed) directly: the "
         "model call alone. Clients: httpx in this process, one client (a connection) each, "
         "each calling back to back; "
