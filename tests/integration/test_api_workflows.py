@@ -114,7 +114,7 @@ async def test_a_run_whose_end_cannot_be_recorded_does_not_succeed(fresh_databas
                 "$$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$"
             ))  # fmt: skip
             await conn.execute(text(
-                "CREATE TRIGGER refuse BEFORE UPDATE ON workflow_runs FOR EACH ROW "
+                "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON workflow_runs FOR EACH ROW "
                 "WHEN (NEW.status = 'succeeded') EXECUTE FUNCTION refuse()"
             ))  # fmt: skip
         body = {"inputs": {"name": "Ada"}, "user": "u1"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 from sqlalchemy import text
@@ -185,3 +186,57 @@ async def test_a_run_of_more_nodes_than_a_batch_ends(fresh_database: str) -> Non
             f"{base}/workflow-runs/{run_id}/node-executions", headers=bearer(token)
         )
         assert len(rows.json()["data"]) == len(chain_ids)
+
+
+async def run_rows(engine: AsyncEngine, run_id: uuid.UUID) -> tuple[list[str], int]:
+    async with engine.connect() as conn:
+        status = (
+            await conn.execute(
+                text("SELECT status FROM workflow_runs WHERE id = :id"), {"id": run_id}
+            )
+        ).scalars()
+        count = "SELECT count(*) FROM workflow_node_executions WHERE workflow_run_id = :id"
+        nodes = (await conn.execute(text(count), {"id": run_id})).scalar_one()
+    return list(status), nodes
+
+
+async def test_a_blocking_run_that_ends_in_time_is_written_once_whole(engine: AsyncEngine) -> None:
+    meta = await make_app(engine)
+    recorder = RunRecorder(session_factory(engine), PostgresStorage(engine), meta, uuid.uuid4())
+    recorder.begin({"q": 1}, mark_after=60)
+    recorder(NodeFinished(NodeRun(str(uuid.uuid4()), "n1", "answer", "A", 1, None,
+                                  status="succeeded")))  # fmt: skip
+    await asyncio.sleep(0.1)
+    assert await run_rows(engine, recorder.run_id) == ([], 0)  # no marker yet
+    state = RunState(str(recorder.run_id), str(meta.workflow_id), {}, status="succeeded",
+                     finished_at=time.time())  # fmt: skip
+    await asyncio.wait_for(recorder.finish(state), 10)
+    assert await run_rows(engine, recorder.run_id) == (["succeeded"], 1)
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT inputs, created_at, finished_at FROM workflow_runs WHERE id = :id"),
+                {"id": recorder.run_id},
+            )
+        ).one()
+    assert row.inputs == {"q": 1}
+    assert row.created_at <= row.finished_at
+
+
+async def test_a_blocking_run_that_lasts_gets_its_marker(engine: AsyncEngine) -> None:
+    meta = await make_app(engine)
+    recorder = RunRecorder(session_factory(engine), PostgresStorage(engine), meta, uuid.uuid4())
+    inserted = recorder.begin({}, mark_after=0.05)
+    await asyncio.wait_for(inserted, 10)
+    assert await run_rows(engine, recorder.run_id) == (["running"], 0)
+    state = RunState(str(recorder.run_id), str(meta.workflow_id), {}, status="succeeded")
+    await asyncio.wait_for(recorder.finish(state), 10)
+    assert await run_rows(engine, recorder.run_id) == (["succeeded"], 0)
+
+
+async def test_a_run_abandoned_before_its_marker_is_written_failed(engine: AsyncEngine) -> None:
+    meta = await make_app(engine)
+    recorder = RunRecorder(session_factory(engine), PostgresStorage(engine), meta, uuid.uuid4())
+    recorder.begin({}, mark_after=60)
+    await recorder.abandon("the server is shutting down")
+    assert await run_rows(engine, recorder.run_id) == (["failed"], 0)

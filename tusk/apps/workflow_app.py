@@ -81,6 +81,7 @@ async def start_run(
     files: Any = None,
     version: uuid.UUID | None = None,
     draft: bool = False,
+    blocking: bool = False,
 ) -> RunHandle:
     if app.mode != "workflow":
         raise NotWorkflowApp("Please check if your app mode matches the right API route.")
@@ -100,6 +101,7 @@ async def start_run(
         triggered_from="debugging" if draft else "app-run",
         system={"files": given_files},
         creator=caller.creator,
+        blocking=blocking,
     )
     return runner.start(request)
 

@@ -69,7 +69,10 @@ Row = tuple[Any, ...]
 # The rows are written through the driver (tusk.db.driver): these are every run's statements.
 _JSON_COLUMNS = frozenset({"graph", "inputs", "process_data", "outputs", "execution_metadata"})
 _RUN_COLUMNS = ("id", "workspace_id", "app_id", "workflow_id", "type", "triggered_from",
-                "version", "graph", "inputs", "created_by_role", "created_by")  # fmt: skip
+                "version", "graph", "inputs", "created_by_role", "created_by",
+                "created_at")  # fmt: skip
+_OUTCOME_COLUMNS = ("status", "outputs", "error", "elapsed_time", "total_tokens", "total_steps",
+                    "exceptions_count", "finished_at")  # fmt: skip
 _NODE_COLUMNS = ("id", "workspace_id", "app_id", "workflow_id", "workflow_run_id",
                  "triggered_from", "index", "predecessor_node_id", "node_execution_id", "node_id",
                  "node_type", "title", "inputs", "process_data", "outputs", "status", "error",
@@ -78,6 +81,9 @@ _NODE_COLUMNS = ("id", "workspace_id", "app_id", "workflow_id", "workflow_run_id
 
 
 _INSERT_RUN = insert_statement("workflow_runs", _RUN_COLUMNS, _JSON_COLUMNS)
+_INSERT_ENDED_RUN = insert_statement(
+    "workflow_runs", _RUN_COLUMNS + _OUTCOME_COLUMNS, _JSON_COLUMNS
+)
 ROWS_PER_STATEMENT = 500  # node executions (23 values each; a statement takes 65,535)
 
 
@@ -125,37 +131,66 @@ class RunRecorder:
         self._pending: list[NodeRun] = []
         self._wake = asyncio.Event()
         self._inserted: asyncio.Task[None] | None = None
+        self._marking = False  # the run's row is being (or has been) inserted
+        self._inputs: dict[str, Any] = {}
+        self._started_at = datetime.now(UTC)
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._last_beat = 0.0
 
     # --- the run's life ------------------------------------------------------------------
 
-    def begin(self, inputs: Mapping[str, Any]) -> asyncio.Task[None]:
-        """Start inserting the run's row, and the writer (whose batches wait for that row), so
-        that the run need not wait for it; the insert is returned (it raises if it failed, and
-        `finish` raises it again)."""
-        self._inserted = asyncio.create_task(self._insert(inputs))
-        self._writer = asyncio.create_task(self._write_loop())
+    def begin(self, inputs: Mapping[str, Any], *, mark_after: float = 0.0) -> asyncio.Task[None]:
+        """Start inserting the run's row, then the writer of batches, so that the run need not
+        wait for it; the insert is returned (it raises if it failed, and `finish` raises it
+        again). With `mark_after`, the row waits that many seconds first, and a run that ends
+        before is written once, whole, at its end: for a caller who sees nothing of the run
+        before its end (a blocking request). A crash in that time loses the run's record, as it
+        could lose a marker committed without waiting for the disk (below) anyway."""
+        self._inputs = dict(inputs)
+        self._started_at = datetime.now(UTC)
+        self._inserted = asyncio.create_task(self._insert(mark_after))
         return self._inserted
 
     async def start(self, inputs: Mapping[str, Any]) -> None:
         """`begin`, and wait for the run's row."""
         await self.begin(inputs)
 
-    async def _insert(self, inputs: Mapping[str, Any]) -> None:
+    async def _insert(self, delay: float) -> None:
         """Insert the run's row, status `running`. It is only a marker until `finish` writes
         the outcome, so its commit does not wait for the disk: a crash in the next fraction of
         a second may lose it, along with the run it marks; `finish`'s durable commit flushes it
         (WAL is written in order), and a run that outlives the WAL writer's delay is on disk
         for the sweeper to find."""
-        meta = self.meta
-        row = (self.run_id, meta.workspace_id, meta.app_id, meta.workflow_id, meta.type,
-               meta.triggered_from, meta.version, meta.graph,
-               await self._keep("run", "inputs", dict(inputs)), meta.created_by_role,
-               meta.created_by)  # fmt: skip
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._marking = True
+        row = await self._run_row()
         await execute_alone(self.sessions, not_waiting_for_disk(_INSERT_RUN), row)
         self._last_beat = asyncio.get_running_loop().time()
+        if not self._closing:
+            self._writer = asyncio.create_task(self._write_loop())
+
+    async def _run_row(self) -> Row:
+        meta = self.meta
+        return (self.run_id, meta.workspace_id, meta.app_id, meta.workflow_id, meta.type,
+                meta.triggered_from, meta.version, meta.graph,
+                await self._keep("run", "inputs", self._inputs), meta.created_by_role,
+                meta.created_by, self._started_at)  # fmt: skip
+
+    def _unmarked(self) -> bool:
+        """Whether the run's row was still waiting out its delay; if so it will not be
+        inserted as a marker (its end writes it whole)."""
+        if self._inserted is None or self._marking:
+            return False
+        self._inserted.cancel()
+        return True
+
+    async def _write_whole(self, outcome: Row) -> None:
+        """The run's row with its outcome, and its node executions, in one statement."""
+        row = (*await self._run_row(), *outcome)
+        async with driver_connection(self.sessions) as db:
+            await self._write_nodes(db, _INSERT_ENDED_RUN, row)
 
     def __call__(self, event: Event) -> None:
         """The executor's event sink: buffers what is to be written; never waits."""
@@ -165,20 +200,28 @@ class RunRecorder:
                 self._wake.set()
 
     async def finish(self, state: RunState) -> None:
-        """Write what is left and the run's result in one transaction."""
+        """Write what is left and the run's result in one statement."""
+        outcome = (state.status, await self._keep("run", "outputs", state.outputs), state.error,
+                   state.elapsed_time, state.total_tokens, state.total_steps,
+                   state.exceptions_count, _timestamp(state.finished_at))  # fmt: skip
+        if self._unmarked():
+            await self._write_whole(outcome)
+            return
         await self._stop_writer()
         if self._inserted is not None:
             await self._inserted  # a run whose row could not be written fails here
-        outcome = (state.status, await self._keep("run", "outputs", state.outputs), state.error,
-                   state.elapsed_time, state.total_tokens, state.total_steps,
-                   state.exceptions_count, _timestamp(state.finished_at), self.run_id)  # fmt: skip
         async with driver_connection(self.sessions) as db:
-            await self._write_nodes(db, _FINISH_RUN, outcome)
+            await self._write_nodes(db, _FINISH_RUN, (*outcome, self.run_id))
 
     async def abandon(self, error: str) -> None:
         """The run ended without `finish` (the process is shutting down): mark it failed."""
-        await self._stop_writer()
         with contextlib.suppress(Exception):
+            if self._unmarked():
+                elapsed = (datetime.now(UTC) - self._started_at).total_seconds()
+                now = datetime.now(UTC)
+                await self._write_whole(("failed", "{}", error, elapsed, 0, 0, 0, now))
+                return
+            await self._stop_writer()
             async with driver_connection(self.sessions) as db:
                 await self._write_nodes(db, _ABANDON_RUN, (error, self.run_id))
 
@@ -186,21 +229,18 @@ class RunRecorder:
 
     async def _stop_writer(self) -> None:
         """Let the writer finish the batch it may be writing, then end. (Cancelling it could be
-        lost in a wake-up racing the cancellation, leaving this waiting for ever.)"""
+        lost in a wake-up racing the cancellation, leaving this waiting for ever.) A writer
+        not started yet will not start."""
+        self._closing = True
         if self._writer is not None:
-            self._closing = True
             self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
 
     async def _write_loop(self) -> None:
+        """Started once the run's row is there."""
         loop = asyncio.get_running_loop()
-        if self._inserted is not None:
-            try:
-                await asyncio.shield(self._inserted)
-            except Exception:  # reported by `finish`
-                return
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FLUSH_EVERY):

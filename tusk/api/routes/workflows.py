@@ -72,6 +72,7 @@ async def _service_run(
         inputs=body.inputs,
         files=body.files,
         version=version,
+        blocking=body.response_mode != "streaming",
     )
     return await _reply(handle, body.response_mode)
 
