@@ -17,7 +17,7 @@ from tusk.db.engine import session_factory
 from tusk.storage.postgres import PostgresStorage
 from tusk.workflow.events import NodeFinished, NodeRun, RunState
 from tusk.workflow.jobs import ABANDONED, sweep_abandoned_runs
-from tusk.workflow.recorder import BATCH, MAX_STORED_JSON, RunMeta, RunRecorder
+from tusk.workflow.recorder import BATCH, MAX_STORED_JSON, ROWS_PER_STATEMENT, RunMeta, RunRecorder
 
 
 async def make_app(engine: AsyncEngine) -> RunMeta:
@@ -240,3 +240,19 @@ async def test_a_run_abandoned_before_its_marker_is_written_failed(engine: Async
     recorder.begin({}, mark_after=60)
     await recorder.abandon("the server is shutting down")
     assert await run_rows(engine, recorder.run_id) == (["failed"], 0)
+
+
+async def test_a_run_that_ends_before_its_marker_with_many_nodes_is_written(
+    engine: AsyncEngine,
+) -> None:
+    """More node executions than one statement holds: the row goes first (they refer to it)."""
+    meta = await make_app(engine)
+    recorder = RunRecorder(session_factory(engine), PostgresStorage(engine), meta, uuid.uuid4())
+    recorder.begin({}, mark_after=60)
+    count = ROWS_PER_STATEMENT + 5
+    for index in range(1, count + 1):
+        recorder(NodeFinished(NodeRun(str(uuid.uuid4()), f"n{index}", "answer", "A", index, None,
+                                      status="succeeded")))  # fmt: skip
+    state = RunState(str(recorder.run_id), str(meta.workflow_id), {}, status="succeeded")
+    await asyncio.wait_for(recorder.finish(state), 20)
+    assert await run_rows(engine, recorder.run_id) == (["succeeded"], count)

@@ -132,6 +132,7 @@ class RunRecorder:
         self._wake = asyncio.Event()
         self._inserted: asyncio.Task[None] | None = None
         self._marking = False  # the run's row is being (or has been) inserted
+        self._ours = False  # the run's end is to insert its row (see _row_is_ours)
         self._inputs: dict[str, Any] = {}
         self._started_at = datetime.now(UTC)
         self._writer: asyncio.Task[None] | None = None
@@ -165,11 +166,14 @@ class RunRecorder:
         if delay > 0:
             await asyncio.sleep(delay)
         self._marking = True
+        await self._mark()
+        if not self._closing:
+            self._writer = asyncio.create_task(self._write_loop())
+
+    async def _mark(self) -> None:
         row = await self._run_row()
         await execute_alone(self.sessions, not_waiting_for_disk(_INSERT_RUN), row)
         self._last_beat = asyncio.get_running_loop().time()
-        if not self._closing:
-            self._writer = asyncio.create_task(self._write_loop())
 
     async def _run_row(self) -> Row:
         meta = self.meta
@@ -178,19 +182,35 @@ class RunRecorder:
                 await self._keep("run", "inputs", self._inputs), meta.created_by_role,
                 meta.created_by, self._started_at)  # fmt: skip
 
-    def _unmarked(self) -> bool:
-        """Whether the run's row was still waiting out its delay; if so it will not be
-        inserted as a marker (its end writes it whole)."""
-        if self._inserted is None or self._marking:
-            return False
-        self._inserted.cancel()
-        return True
+    def _row_is_ours(self) -> bool:
+        """Whether the run's end is to insert its row: its marker was still waiting out its
+        delay (or had not begun) and is called off, now or at an earlier try."""
+        self._closing = True  # no writer starts now
+        if self._inserted is not None and not self._marking:
+            self._inserted.cancel()
+            self._inserted = None
+            self._ours = True
+        return self._ours
 
-    async def _write_whole(self, outcome: Row) -> None:
-        """The run's row with its outcome, and its node executions, in one statement."""
-        row = (*await self._run_row(), *outcome)
+    async def _end(self, outcome: Row, then: str, values: Row) -> None:
+        """Write the pending node executions with the run's end: its row whole, with
+        `outcome`, if the row is the end's to insert and one statement holds it all; else
+        `then` (an update of the row, with `values`), the row being inserted first if need be
+        (node executions in several statements would refer to a row not yet there)."""
+        if self._row_is_ours():
+            if len(self._pending) <= ROWS_PER_STATEMENT:
+                row = (*await self._run_row(), *outcome)
+                async with driver_connection(self.sessions) as db:
+                    await self._write_nodes(db, _INSERT_ENDED_RUN, row)
+                self._ours = False
+                return
+            await self._mark()
+            self._ours = False
+        await self._stop_writer()
+        if self._inserted is not None:
+            await self._inserted  # a run whose row could not be written fails here
         async with driver_connection(self.sessions) as db:
-            await self._write_nodes(db, _INSERT_ENDED_RUN, row)
+            await self._write_nodes(db, then, values)
 
     def __call__(self, event: Event) -> None:
         """The executor's event sink: buffers what is to be written; never waits."""
@@ -204,26 +224,15 @@ class RunRecorder:
         outcome = (state.status, await self._keep("run", "outputs", state.outputs), state.error,
                    state.elapsed_time, state.total_tokens, state.total_steps,
                    state.exceptions_count, _timestamp(state.finished_at))  # fmt: skip
-        if self._unmarked():
-            await self._write_whole(outcome)
-            return
-        await self._stop_writer()
-        if self._inserted is not None:
-            await self._inserted  # a run whose row could not be written fails here
-        async with driver_connection(self.sessions) as db:
-            await self._write_nodes(db, _FINISH_RUN, (*outcome, self.run_id))
+        await self._end(outcome, _FINISH_RUN, (*outcome, self.run_id))
 
     async def abandon(self, error: str) -> None:
         """The run ended without `finish` (the process is shutting down): mark it failed."""
+        now = datetime.now(UTC)
+        elapsed = (now - self._started_at).total_seconds()
+        failed = ("failed", "{}", error, elapsed, 0, 0, 0, now)
         with contextlib.suppress(Exception):
-            if self._unmarked():
-                elapsed = (datetime.now(UTC) - self._started_at).total_seconds()
-                now = datetime.now(UTC)
-                await self._write_whole(("failed", "{}", error, elapsed, 0, 0, 0, now))
-                return
-            await self._stop_writer()
-            async with driver_connection(self.sessions) as db:
-                await self._write_nodes(db, _ABANDON_RUN, (error, self.run_id))
+            await self._end(failed, _ABANDON_RUN, (error, self.run_id))
 
     # --- batches -------------------------------------------------------------------------
 
