@@ -3,7 +3,8 @@ writes of every workflow run and chat turn. There SQLAlchemy's statement buildin
 bookkeeping cost more CPU than the statements themselves, and so did psycopg's transaction and
 pipeline blocks (0.3 ms of a 0.55 ms transaction of one INSERT): each write is therefore one
 statement, in autocommit mode, which is a transaction of its own (its CTEs, if any, are all or
-nothing). Everything else goes through SQLAlchemy."""
+nothing); only a turn that continues a conversation, which reads under a lock, takes a
+transaction (`driver_transaction`). Everything else goes through SQLAlchemy."""
 
 from __future__ import annotations
 
