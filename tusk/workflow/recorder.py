@@ -2,9 +2,11 @@
 
 The run's row is inserted as it starts, while the run goes on (its events reach callers once the
 row is there: see tusk.workflow.runner); finished node executions are buffered and written in
-batches (one pipelined executemany) by a background task, and the run's row is updated once at the
-end together with the last batch. While the run lasts its heartbeat is refreshed, so that a run
-whose process died is found by the sweeper (tusk.workflow.jobs) and marked failed.
+batches (one multi-row INSERT) by a background task, and the run's row is updated at the end in
+the same statement as the last batch. A blocking run's row waits a moment, and a run that ends
+first is inserted whole at its end, in one statement with its node executions. While the run
+lasts its heartbeat is refreshed, so that a run whose process died is found by the sweeper
+(tusk.workflow.jobs) and marked failed.
 
 Values too large to keep in a row (inputs, outputs, process data) are written to storage in
 full, and the row keeps a preview and the storage key."""
