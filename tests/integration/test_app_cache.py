@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from tests.support.api import SECRET, assert_error, bearer, make_settings, setup_and_login
 from tusk.api.app import create_app
-from tusk.apps.cache import AppCache, Expiring
+from tusk.apps.cache import AppCache
 from tusk.db.engine import engine_scope, session_factory
 from tusk.db.models import App
 from tusk.db.pubsub import Broker
@@ -202,19 +202,3 @@ async def test_annotation_settings_are_forgotten_when_they_change(fresh_database
         finally:
             following.cancel()
             await broker.close()
-
-
-def test_entries_expire_and_the_oldest_make_room() -> None:
-    now = [0.0]
-    entries: Expiring[str, int] = Expiring(5.0, size=2, clock=lambda: now[0])
-    entries.put("a", 1)
-    now[0] = 4.9
-    assert entries.get("a") == 1
-    now[0] = 5.0
-    assert entries.get("a") is None
-    entries.put("b", 2)
-    entries.put("c", 3)
-    entries.put("d", 4)
-    assert (entries.get("b"), entries.get("c"), entries.get("d")) == (None, 3, 4)
-    entries.drop_where(lambda key, _: key == "c")
-    assert len(entries) == 1

@@ -308,7 +308,7 @@ async def test_a_change_in_one_process_reaches_the_others(
                 db, writer, workspace, "openai", {"base_url": backup.base_url}
             )
         for _ in range(50):
-            if workspace not in reader._cache:
+            if reader._cache.get(workspace) is None:
                 break
             await asyncio.sleep(0.05)
         await (await reader.chat(workspace, "openai:other-model")).complete(HELLO)

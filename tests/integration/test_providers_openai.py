@@ -99,6 +99,36 @@ async def test_streamed_chats_reuse_one_connection(server: FakeOpenAI) -> None:
     assert len({request.client for request in server.requests}) == 1
 
 
+def through_proxy(
+    server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, no_proxy: str = ""
+) -> ChatModel:
+    """A model at a host that does not exist, with the test server named as the proxy: a
+    proxied request names its target in its request line, and the server routes it by path."""
+    monkeypatch.setenv("http_proxy", server.url)
+    monkeypatch.setenv("no_proxy", no_proxy)
+    made = OpenAIProvider({"api_key": KEY, "base_url": "http://model.invalid/v1"})
+    MADE.append(made)
+    model = made.create("llm", "gpt-test")
+    assert isinstance(model, ChatModel)
+    return model
+
+
+async def test_streamed_chats_go_through_the_proxy_the_environment_names(
+    server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (await through_proxy(server, monkeypatch).complete(HELLO)).text == "Echo: Hello"
+    assert server.requests[-1].headers["host"] == "model.invalid"
+
+
+async def test_a_host_in_no_proxy_is_reached_directly(
+    server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = through_proxy(server, monkeypatch, no_proxy="model.invalid")
+    with pytest.raises(ProviderUnavailable, match="cannot connect"):
+        await model.complete(HELLO)
+    assert server.requests == []
+
+
 async def test_a_caller_is_told_once_when_the_request_is_sent(server: FakeOpenAI) -> None:
     server.reply("Hi there", chunks=["Hi", " there"], ttft=0.2)
     seen: list[str] = []

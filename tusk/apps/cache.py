@@ -20,10 +20,9 @@ import contextlib
 import re
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -32,6 +31,7 @@ from tusk.accounts import api_keys
 from tusk.accounts.tokens import sha256
 from tusk.apps.annotations import ReplyMatch, reply_match_of, setting_of
 from tusk.apps.end_users import end_user
+from tusk.caching import Expiring
 from tusk.db.models import App, AppModelConfig
 from tusk.db.pubsub import Broker
 
@@ -44,57 +44,8 @@ WATCHED_WRITES = re.compile(
 _CHANGED = "tusk.app_changed"
 TOPIC = "app-changed"  # the triggers of migration 0013 send it; data: {"app_id": "..."}
 TTL_SECONDS = 5.0
-MAX_ENTRIES = 10_000
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 Sessions = async_sessionmaker[AsyncSession]
-
-
-class Expiring(Generic[K, V]):
-    """A bounded map whose entries are forgotten `ttl` seconds after they were put (None: kept
-    until the oldest are pushed out by new ones)."""
-
-    def __init__(
-        self,
-        ttl: float | None,
-        size: int = MAX_ENTRIES,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.ttl = ttl
-        self.size = size
-        self.clock = clock
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        found = self._entries.get(key)
-        if found is None:
-            return None
-        stored_at, value = found
-        if self.ttl is not None and self.clock() - stored_at >= self.ttl:
-            del self._entries[key]
-            return None
-        return value
-
-    def put(self, key: K, value: V) -> V:
-        self._entries[key] = (self.clock(), value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-        return value
-
-    def drop(self, key: K) -> None:
-        self._entries.pop(key, None)
-
-    def drop_where(self, doomed: Callable[[K, V], bool]) -> None:
-        for key in [k for k, (_, v) in self._entries.items() if doomed(k, v)]:
-            del self._entries[key]
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 @dataclass(frozen=True)
@@ -105,11 +56,17 @@ class _NoReply:
 NO_REPLY: Any = _NoReply()  # cached "the reply is off", told apart from "not cached"
 
 
+def _app_of_its_key(found: tuple[App | None, uuid.UUID]) -> bool:
+    """Keep a key's app only if it exists and is in the key's workspace."""
+    app, workspace_id = found
+    return app is not None and app.workspace_id == workspace_id
+
+
 class AppCache:
     """One process's cache; `follow_changes` keeps it in step with the other processes."""
 
     def __init__(self, ttl: float = TTL_SECONDS, clock: Callable[[], float] = time.monotonic):
-        self.apps_by_key: Expiring[str, App] = Expiring(ttl, clock=clock)
+        self.apps_by_key: Expiring[str, tuple[App | None, uuid.UUID]] = Expiring(ttl, clock=clock)
         self.replies: Expiring[uuid.UUID, ReplyMatch | _NoReply] = Expiring(ttl, clock=clock)
         self.end_users: Expiring[tuple[uuid.UUID, str], uuid.UUID] = Expiring(None)
         self.configs: Expiring[uuid.UUID, AppModelConfig] = Expiring(None, size=1000)
@@ -119,26 +76,23 @@ class AppCache:
     async def app_for_key(self, sessions: Sessions, token: str) -> tuple[App | None, uuid.UUID]:
         """The app of an `app-` key (None when it no longer exists) and the key's workspace;
         an unknown key raises Unauthorized, and is not remembered."""
-        hashed = sha256(token)
-        app = self.apps_by_key.get(hashed)
-        if app is not None:
-            return app, app.workspace_id
-        async with sessions.begin() as db:
-            key = await api_keys.resolve_key(db, token, "app")
-            app = await db.get(App, key.app_id) if key.app_id else None
-            if app is not None:
-                db.expunge(app)
-        if app is not None and app.workspace_id == key.workspace_id:
-            self.apps_by_key.put(hashed, app)
-        return app, key.workspace_id
+
+        async def load() -> tuple[App | None, uuid.UUID]:
+            async with sessions.begin() as db:
+                key = await api_keys.resolve_key(db, token, "app")
+                app = await db.get(App, key.app_id) if key.app_id else None
+                if app is not None:
+                    db.expunge(app)
+            return app, key.workspace_id
+
+        return await self.apps_by_key.get_or_load(sha256(token), load, keep=_app_of_its_key)
 
     async def end_user_id(self, sessions: Sessions, app: App, session_id: str) -> uuid.UUID:
-        wanted = (app.id, session_id)
-        found = self.end_users.get(wanted)
-        if found is None:
+        async def load() -> uuid.UUID:
             async with sessions.begin() as db:
-                found = self.end_users.put(wanted, (await end_user(db, app, session_id)).id)
-        return found
+                return (await end_user(db, app, session_id)).id
+
+        return await self.end_users.get_or_load((app.id, session_id), load)
 
     async def model_config(self, db: AsyncSession, config_id: uuid.UUID) -> AppModelConfig | None:
         """A stored model config (rows are never changed: a new config is a new row)."""
@@ -151,17 +105,17 @@ class AppCache:
         return found
 
     async def reply_match(self, sessions: Sessions, app: App) -> ReplyMatch | None:
-        found = self.replies.get(app.id)
-        if found is None:
+        async def load() -> ReplyMatch | _NoReply:
             async with sessions() as db:
-                match = reply_match_of(await setting_of(db, app))
-            found = self.replies.put(app.id, match or NO_REPLY)
+                return reply_match_of(await setting_of(db, app)) or NO_REPLY
+
+        found = await self.replies.get_or_load(app.id, load)
         return found if isinstance(found, ReplyMatch) else None
 
     # --- keeping in step -------------------------------------------------------------------
 
     def forget_app(self, app_id: uuid.UUID) -> None:
-        self.apps_by_key.drop_where(lambda _, app: app.id == app_id)
+        self.apps_by_key.drop_where(lambda _, found: found[0] is not None and found[0].id == app_id)
         self.replies.drop(app_id)
         self.end_users.drop_where(lambda key, _: key[0] == app_id)
 

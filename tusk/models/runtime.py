@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tusk.caching import Expiring
 from tusk.config import Settings
 from tusk.db import pubsub
 from tusk.db.kv import Db
@@ -91,7 +92,6 @@ class WorkspaceModels:
     providers: dict[str, Provider]
     configured: dict[str, StoredProvider]
     defaults: dict[str, str]
-    loaded_at: float = field(default_factory=time.monotonic)
 
 
 async def publish_change(db: Db, workspace_id: uuid.UUID) -> None:
@@ -111,7 +111,7 @@ class ModelRuntime:
         self.secret_key = secret_key
         self.config = config
         self.recorder = recorder
-        self._cache: dict[uuid.UUID, WorkspaceModels] = {}
+        self._cache: Expiring[uuid.UUID, WorkspaceModels] = Expiring(CACHE_SECONDS)
         # The providers last built per workspace, with what they were built from: a reload that
         # finds the same configuration keeps them, with their connections and clients.
         self._built: dict[uuid.UUID, dict[str, tuple[StoredProvider, Provider]]] = {}
@@ -120,7 +120,7 @@ class ModelRuntime:
         if workspace_id is None:
             self._cache.clear()
         else:
-            self._cache.pop(workspace_id, None)
+            self._cache.drop(workspace_id)
 
     async def follow_changes(self, broker: pubsub.Broker) -> None:
         """Drop cached configurations when any process announces a change (runs until cancelled)."""
@@ -138,9 +138,9 @@ class ModelRuntime:
         )
 
     async def workspace(self, workspace_id: uuid.UUID) -> WorkspaceModels:
-        cached = self._cache.get(workspace_id)
-        if cached is not None and time.monotonic() - cached.loaded_at < CACHE_SECONDS:
-            return cached
+        return await self._cache.get_or_load(workspace_id, partial(self._load, workspace_id))
+
+    async def _load(self, workspace_id: uuid.UUID) -> WorkspaceModels:
         async with self.sessions() as db:
             configured = await credentials.load_all(db, self.secret_key, workspace_id)
             rows = await db.execute(
@@ -149,9 +149,7 @@ class ModelRuntime:
             defaults = {row.model_type: row.model for row in rows.scalars()}
         merged = {**self.config.deployment, **configured}
         providers = self._providers(workspace_id, merged)
-        loaded = WorkspaceModels(providers, configured, defaults)
-        self._cache[workspace_id] = loaded
-        return loaded
+        return WorkspaceModels(providers, configured, defaults)
 
     def _providers(
         self, workspace_id: uuid.UUID, merged: dict[str, StoredProvider]

