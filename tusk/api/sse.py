@@ -1,60 +1,103 @@
 """Server-sent events as Dify writes them: `data: {json}\\n\\n` per event, and `event: ping`
-at once and then whenever the stream has been quiet for a while."""
+at once and then whenever the stream has been quiet for a while.
+
+The events are sent from the request's own task, as soon as each is produced. A second task
+waits for the client to leave, which ends the stream (and so stops what produces the events),
+and sends the pings. Starlette's streaming response would start a task of its own to send, and
+a reader task was needed to time the pings: under load each such hand-over waits a turn of the
+event loop, on the way of every event, the first included."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from fastapi.responses import StreamingResponse
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 PING = b"event: ping\n\n"
 PING_EVERY = 10.0
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+Payloads = AsyncGenerator[dict[str, Any]]
 
 
 def frame(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, ensure_ascii=False, default=str).encode() + b"\n\n"
 
 
-_END = object()
+class _Sender:
+    """Writes of the stream and of its pings, one at a time; remembers when it last wrote."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._lock = asyncio.Lock()
+        self.last = time.monotonic()
+
+    async def body(self, data: bytes, more: bool = True) -> None:
+        async with self._lock:
+            await self._send({"type": "http.response.body", "body": data, "more_body": more})
+            self.last = time.monotonic()
 
 
-async def _with_pings(payloads: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    """The payloads, read by a task of their own into a queue, which is read here with a
-    timeout for the pings (a timeout cannot cut the payloads' own iterator short, but it can a
-    wait on a queue). A task and a wait per payload cost more than the rest of its relay."""
-    yield PING
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    reader = asyncio.create_task(_read_into(payloads, queue))
-    try:
+class EventStream(StreamingResponse):
+    """The response of a streamed call, sending `body_iterator`'s payloads as events."""
+
+    def __init__(self, payloads: Payloads) -> None:
+        # Its body is payloads, framed as they are sent (`body_iterator` stays replaceable).
+        super().__init__(payloads, media_type="text/event-stream", headers=HEADERS)  # type: ignore[arg-type]
+        self.client_left = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+        await send(start)
+        sender = _Sender(send)
+        streaming = asyncio.current_task()
+        assert streaming is not None
+        watcher = asyncio.create_task(self._watch(receive, sender, streaming))
+        try:
+            await self._send_all(sender)
+        except asyncio.CancelledError:
+            # Cancelled by the watcher as the client left: the stream ends here, quietly,
+            # unless the task is being cancelled for another reason too.
+            if not self.client_left or streaming.uncancel() > 0:
+                raise
+        finally:
+            watcher.cancel()
+
+    async def _send_all(self, sender: _Sender) -> None:
+        payloads: Payloads = self.body_iterator  # type: ignore[assignment]
+        async with contextlib.aclosing(payloads):  # stopped early, it stops what it reads
+            await sender.body(PING)
+            async for payload in payloads:
+                await sender.body(frame(payload))
+        await sender.body(b"", more=False)
+
+    async def _watch(self, receive: Receive, sender: _Sender, streaming: asyncio.Task[Any]) -> None:
+        """Cancel the stream when the client leaves; ping when it has been quiet."""
         while True:
+            quiet_until = sender.last + PING_EVERY
             try:
-                async with asyncio.timeout(PING_EVERY):
-                    payload = await queue.get()
+                async with asyncio.timeout_at(_loop_time(quiet_until)):
+                    message = await receive()
             except TimeoutError:
-                yield PING
+                if time.monotonic() >= sender.last + PING_EVERY:
+                    await sender.body(PING)
                 continue
-            if payload is _END:
-                reader.result()  # raises what the payloads raised
+            if message["type"] == "http.disconnect":
+                self.client_left = True
+                streaming.cancel()
                 return
-            yield frame(payload)
-    finally:
-        reader.cancel()  # the client has gone: the payloads' iterator is closed
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
 
 
-async def _read_into(payloads: AsyncIterator[dict[str, Any]], queue: asyncio.Queue[Any]) -> None:
-    try:
-        async for payload in payloads:
-            queue.put_nowait(payload)
-    finally:
-        queue.put_nowait(_END)
+def _loop_time(monotonic: float) -> float:
+    """A `time.monotonic()` instant on the running loop's clock."""
+    return asyncio.get_running_loop().time() + (monotonic - time.monotonic())
 
 
-def sse_response(payloads: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(_with_pings(payloads), media_type="text/event-stream", headers=headers)
+def sse_response(payloads: Payloads) -> EventStream:
+    return EventStream(payloads)

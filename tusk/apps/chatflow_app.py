@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -98,7 +98,7 @@ class Turn:
     answer: list[str] = field(default_factory=list)
     usage: dict[str, Any] = field(default_factory=empty_usage)
 
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+    async def chunks(self) -> AsyncGenerator[dict[str, Any]]:
         run_id = str(self.handle.run_id)
         finished: WorkflowFinished | None = None
         try:

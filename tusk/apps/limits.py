@@ -9,10 +9,11 @@ streamed response keeps it until its last chunk is sent or its client goes away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, ParamSpec
 
 from sqlalchemy import text
@@ -81,10 +82,11 @@ class Lease:
         async with self.sessions.begin() as db:
             await kv.delete(db, key)
 
-    async def held_during(self, body: AsyncIterable[Any]) -> AsyncIterator[Any]:
+    async def held_during(self, body: AsyncGenerator[Any]) -> AsyncGenerator[Any]:
         try:
-            async for part in body:
-                yield part
+            async with contextlib.aclosing(body):  # closed early, it closes what it reads
+                async for part in body:
+                    yield part
         finally:
             self.release()
 

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from tusk.apps.chat_wire import ChatIds, blocking_body
@@ -120,7 +120,7 @@ class RunningTurn(ABC):
         self.rows.go.set()
         self._queue.put_nowait(chunk)
 
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+    async def chunks(self) -> AsyncGenerator[dict[str, Any]]:
         """The chunks in order; a reader that stops early stops the turn, unless it finishes in
         the background (it is recorded as it ends, and a stop request still stops it)."""
         try:

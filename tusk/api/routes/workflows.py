@@ -4,7 +4,7 @@ publish, debug runs, run history and single-node runs, at Dify's paths."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -42,7 +42,7 @@ class RunBody(BaseModel):
     user: str | None = None
 
 
-async def _stream(handle: RunHandle) -> AsyncIterator[dict[str, Any]]:
+async def _stream(handle: RunHandle) -> AsyncGenerator[dict[str, Any]]:
     run_id = str(handle.run_id)
     async for event in handle.events():
         yield sse_payload(event, run_id, run_id)
