@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from tests.integration.test_api_chat_apps import api_app, eventually_rows, stream_events
 from tests.support.api import api_client, bearer
 from tests.support.api import setup_and_login as login_admin
 from tusk.agent.records import agent_thoughts
@@ -169,3 +170,32 @@ async def test_a_tool_the_workspace_lacks_is_a_clear_error(
     assert answer.status_code == 400
     assert answer.json()["code"] == "app_unavailable"
     assert "wikipedia" in answer.json()["message"]
+
+
+async def test_a_stopped_agent_turn_keeps_what_it_said(
+    fresh_database: str, openai: FakeOpenAI
+) -> None:
+    openai.clear()
+    words = [f"word{i} " for i in range(20)]
+    env = {"openai_api_key": KEY, "openai_api_base": openai.base_url}
+    async with api_app(fresh_database, **env) as one, api_client(fresh_database, **env) as client:
+        key = await agent_app(client, await login_admin(client), config(TIME_TOOL))
+        openai.reply("".join(words), chunks=words, delay=0.2)
+        body = {"query": "talk", "user": "ann", "response_mode": "streaming",
+                "auto_generate_name": False}  # fmt: skip
+        received: list[dict[str, Any]] = []
+        async for chunk in stream_events(one, "/v1/chat-messages", body, key):
+            received.append(chunk)
+            if [c["event"] for c in received].count("agent_message") == 1:
+                stopped = await client.post(
+                    f"/v1/chat-messages/{chunk['task_id']}/stop", json={"user": "ann"},
+                    headers=bearer(key),
+                )  # fmt: skip
+                assert stopped.json() == {"result": "success"}
+        assert received[-1]["event"] == "message_end"  # the stream ends as stopped, not cut
+        await eventually_rows(
+            fresh_database, "SELECT status FROM messages", [("stopped",)], timeout=5
+        )
+    [(answer,)] = await rows(fresh_database, "SELECT answer FROM messages")
+    assert answer.startswith("word0")
+    assert "word19" not in answer

@@ -10,7 +10,6 @@ under its task id so a stop from any API process ends it; what was produced is k
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -179,16 +178,9 @@ class AgentTurn(RunningTurn):
             await self._end("normal")
             return
         self.agent = await self._agent()
-        run = asyncio.create_task(self._drive(self.agent))
-        self.work = run
-        if self.stopped:
-            run.cancel()
-        await asyncio.wait({run})
-        if run.cancelled():
+        if not await self.stoppable(self._drive(self.agent)):
             await self._end("stopped")
             return
-        if (error := run.exception()) is not None:
-            raise error
         await self._end("normal")
 
     async def _drive(self, agent: Agent) -> None:

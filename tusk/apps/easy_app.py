@@ -11,7 +11,6 @@ message keeps what was produced, with status `stopped`."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -184,17 +183,11 @@ class Generation(RunningTurn):
         if prompt.stops and "stop" not in parameters:
             parameters["stop"] = prompt.stops
         self.reply = Reply(model.full_name)
-        call = asyncio.create_task(
-            stream_reply(model, prompt.messages, parameters, self.reply, self._on_text)
-        )
-        self.work = call
-        await asyncio.wait({call})
-        if call.cancelled():  # stopped, or cut short by output moderation
+        call = stream_reply(model, prompt.messages, parameters, self.reply, self._on_text)
+        if not await self.stoppable(call):  # stopped, or cut short by output moderation
             self.reply.usage = estimated_usage(prompt.messages, self.reply.text)
             await self._end("normal" if self._replacement is not None else "stopped")
             return
-        if (error := call.exception()) is not None:
-            raise error
         await self._end("normal")
 
     def _on_text(self, text: str) -> None:
@@ -209,8 +202,7 @@ class Generation(RunningTurn):
         replace = {**self.ids.head("message_replace"), "answer": replacement}
         del replace["id"]
         self._put({**replace, "reason": "output_moderation"})
-        if self.work is not None:
-            self.work.cancel()
+        self.cut_work()
 
     # --- endings -------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine
 from typing import Any
 
 from tusk.apps.chat_wire import ChatIds, blocking_body
@@ -67,7 +67,8 @@ class RunningTurn(ABC):
         self.answer = ""  # as the user sees it
         self.stopped = False
         self.started = time.perf_counter()
-        self.work: asyncio.Task[None] | None = None  # the model call or agent run a stop cancels
+        self.work: asyncio.Task[Any] | None = None  # runs the model call or agent a stop cuts
+        self._cutting = False
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._ended = False
@@ -98,8 +99,36 @@ class RunningTurn(ABC):
 
     def stop(self) -> None:
         self.stopped = True
-        if self.work is not None:
+        self.cut_work()
+
+    def cut_work(self) -> None:
+        """Cancel the work under way in `stoppable` (once)."""
+        if self.work is not None and not self._cutting:
+            self._cutting = True
             self.work.cancel()
+
+    async def stoppable(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run `work` (the model call, the agent) in this task, as what a stop cuts short:
+        False if it was. (In a task of its own, it would wait a turn of the event loop to
+        start, and each of its results another to reach this one.)"""
+        if self.stopped:
+            work.close()
+            return False
+        task = asyncio.current_task()
+        assert task is not None
+        self.work = task
+        try:
+            await work
+            if self._cutting:  # cut from within, after its last wait: the cancel lands here
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            # Unless the task is also being cancelled from outside (shutting down).
+            if not self._cutting or task.uncancel() > 0:
+                raise
+            return False
+        finally:
+            self.work = None
+        return True
 
     async def _produce(self) -> None:
         # The rows are written once the model's request is out (or the first chunk, or the end,
