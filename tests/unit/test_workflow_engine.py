@@ -590,14 +590,22 @@ async def test_stop_halts_the_run() -> None:
     )
     events: list[Any] = []
     executor = Executor(plan, run, VariablePool.for_run({}), events.append)
-    task = asyncio.create_task(executor.run())
+
+    async def run_then_count_cancels() -> tuple[Any, int]:
+        state = await executor.run()  # the slow node, alone, runs in this task
+        current = asyncio.current_task()
+        assert current is not None
+        return state, current.cancelling()
+
+    task = asyncio.create_task(run_then_count_cancels())
     await asyncio.sleep(0.1)
     loop = asyncio.get_running_loop()
     began = loop.time()
     executor.stop()
-    state = await task
+    state, cancels_left = await task
     assert loop.time() - began < 0.1
     assert state.status == "stopped"
+    assert cancels_left == 0  # the stop's cancellation was taken back: the task goes on
     assert [
         e.node.status for e in events if isinstance(e, NodeFinished) and e.node.node_id == "slow"
     ] == ["stopped"]

@@ -127,6 +127,7 @@ class _Level:
         self.ready: deque[tuple[str, str | None]] = deque()
         self.done: asyncio.Queue[tuple[str, _Outcome]] = asyncio.Queue()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.alone: asyncio.Task[Any] | None = None  # runs the level's only node, in place
         self.running = 0  # spawned nodes whose outcome is not yet taken from `done`
         self.failure: str | None = None
         self.break_requested = False
@@ -155,6 +156,8 @@ class _Level:
                 node = executor.plan.nodes[node_id]
                 if node.spec.type in INLINE_TYPES and not node.common.retry_config.retry_enabled:
                     self._after(node_id, await executor.execute(node, self, predecessor))
+                elif not self.ready and not self.running:
+                    self._after(node_id, await self._run_alone(node, predecessor))
                 else:
                     self._spawn(node, predecessor)
             if self.failure or executor.stopped or not self.running:
@@ -163,6 +166,19 @@ class _Level:
             if node_id:  # "" is stop()'s wake-up call
                 self.running -= 1
                 self._after(node_id, outcome)
+
+    async def _run_alone(self, node: Node, predecessor: str | None) -> _Outcome:
+        """Run the only node that can run now in this task: nothing could run beside it, and
+        in a task of its own it would wait a turn of the event loop to start (under load, an
+        LLM node's request left milliseconds later). A stop cancels this task meanwhile."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.alone = task
+        try:
+            return await self.executor.execute(node, self, predecessor)
+        finally:
+            self.alone = None
+            self.executor.take_back_cut(task)
 
     def _spawn(self, node: Node, predecessor: str | None) -> None:
         async def work() -> None:
@@ -236,6 +252,7 @@ class Executor:
         self.stopped = False
         self.answer: list[str] = []
         self._levels: list[_Level] = []
+        self._cut: set[asyncio.Task[Any]] = set()  # running a node in place, cancelled by stop
         self._slots = asyncio.Semaphore(run.limits.max_parallel)
         self._outputs: dict[str, Any] = {}
 
@@ -291,7 +308,16 @@ class Executor:
         for level in self._levels:
             for task in level.tasks:
                 task.cancel()
+            if level.alone is not None and level.alone not in self._cut:
+                self._cut.add(level.alone)  # once, however many levels it runs in place
+                level.alone.cancel()
             level.done.put_nowait(("", _Outcome("stopped", None)))
+
+    def take_back_cut(self, task: asyncio.Task[Any]) -> None:
+        """The node that `stop` cancelled in `task` has ended as stopped: the task goes on."""
+        if task in self._cut:
+            self._cut.discard(task)
+            task.uncancel()
 
     # --- levels and nodes -----------------------------------------------------------------
 
