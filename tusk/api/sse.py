@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -36,12 +35,16 @@ class _Sender:
     def __init__(self, send: Send) -> None:
         self._send = send
         self._lock = asyncio.Lock()
-        self.last = time.monotonic()
+        self._clock = asyncio.get_running_loop().time
+        self.last = self._clock()
+
+    def quiet(self) -> bool:
+        return self._clock() >= self.last + PING_EVERY
 
     async def body(self, data: bytes, more: bool = True) -> None:
         async with self._lock:
             await self._send({"type": "http.response.body", "body": data, "more_body": more})
-            self.last = time.monotonic()
+            self.last = self._clock()
 
 
 class EventStream(StreamingResponse):
@@ -80,23 +83,17 @@ class EventStream(StreamingResponse):
     async def _watch(self, receive: Receive, sender: _Sender, streaming: asyncio.Task[Any]) -> None:
         """Cancel the stream when the client leaves; ping when it has been quiet."""
         while True:
-            quiet_until = sender.last + PING_EVERY
             try:
-                async with asyncio.timeout_at(_loop_time(quiet_until)):
+                async with asyncio.timeout_at(sender.last + PING_EVERY):
                     message = await receive()
             except TimeoutError:
-                if time.monotonic() >= sender.last + PING_EVERY:
+                if sender.quiet():
                     await sender.body(PING)
                 continue
             if message["type"] == "http.disconnect":
                 self.client_left = True
                 streaming.cancel()
                 return
-
-
-def _loop_time(monotonic: float) -> float:
-    """A `time.monotonic()` instant on the running loop's clock."""
-    return asyncio.get_running_loop().time() + (monotonic - time.monotonic())
 
 
 def sse_response(payloads: Payloads) -> EventStream:
