@@ -20,6 +20,7 @@ from sqlalchemy import text
 from tests.support.api import SECRET, assert_error, bearer, make_settings, setup_and_login
 from tusk.api.app import create_app
 from tusk.apps.cache import AppCache
+from tusk.apps.easy_config import AppUnavailable
 from tusk.db.engine import engine_scope, session_factory
 from tusk.db.models import App
 from tusk.db.pubsub import Broker
@@ -202,3 +203,14 @@ async def test_annotation_settings_are_forgotten_when_they_change(fresh_database
         finally:
             following.cancel()
             await broker.close()
+
+
+def test_a_config_document_is_read_once_per_config() -> None:
+    cache, config_id = AppCache(), uuid.uuid4()
+    document = {"model": {"provider": "openai", "name": "gpt-4o-mini", "mode": "chat"},
+                "pre_prompt": "Be brief."}  # fmt: skip
+    first = cache.easy_config(config_id, document)
+    assert first.pre_prompt == "Be brief."
+    assert cache.easy_config(config_id, {}) is first  # rows never change: kept by id
+    with pytest.raises(AppUnavailable, match="configuration is broken"):
+        cache.easy_config(uuid.uuid4(), {"model": "not a model"})

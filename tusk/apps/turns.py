@@ -84,6 +84,14 @@ async def config_document(
     return dict(row.config or {})
 
 
+def _read(
+    document: dict[str, Any], config_id: uuid.UUID | None, cache: AppCache | None
+) -> EasyConfig:
+    if cache is None or config_id is None:
+        return read_config(document)
+    return cache.easy_config(config_id, document)
+
+
 async def open_turn(
     sessions: async_sessionmaker[AsyncSession],
     app: App,
@@ -103,12 +111,13 @@ async def open_turn(
             conversation = await find_conversation(
                 db, app, request.speaker, request.conversation_id
             )
-            document = await config_document(db, app, conversation.app_model_config_id, cache)
-            config = read_config(document)
+            config_id = conversation.app_model_config_id
+            document = await config_document(db, app, config_id, cache)
+            config = _read(document, config_id, cache)
             inputs = dict(conversation.inputs)
         else:
             document = await config_document(db, app, app.app_model_config_id, cache)
-            config = read_config(document)
+            config = _read(document, app.app_model_config_id, cache)
             resolve = UploadResolver(db, app.workspace_id)
             inputs = await check_inputs(form_variables(config), request.inputs, resolve)
             conversation = new_conversation(app, request.speaker, inputs)
