@@ -23,8 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 Connection = psycopg.AsyncConnection[Any]
 
 
-def engine_of(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
-    engine = sessions.kw.get("bind")
+Bind = AsyncEngine | async_sessionmaker[AsyncSession]
+
+
+def engine_of(bind: Bind) -> AsyncEngine:
+    if isinstance(bind, AsyncEngine):
+        return bind
+    engine = bind.kw.get("bind")
     if not isinstance(engine, AsyncEngine):
         raise TypeError("the session factory is not bound to an async engine")
     return engine
@@ -45,9 +50,7 @@ async def _checked_out(connection: AsyncConnection) -> AsyncIterator[Connection]
 
 
 @asynccontextmanager
-async def driver_connection(
-    sessions: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[Connection]:
+async def driver_connection(sessions: Bind) -> AsyncIterator[Connection]:
     """A pooled connection in autocommit mode, for writes of one statement each; given back to
     the pool as SQLAlchemy left it."""
     async with engine_of(sessions).connect() as connection, _checked_out(connection) as driver:
@@ -59,9 +62,7 @@ async def driver_connection(
                 await driver.set_autocommit(False)
 
 
-async def execute_alone(
-    sessions: async_sessionmaker[AsyncSession], statement: str, values: Sequence[Any]
-) -> None:
+async def execute_alone(sessions: Bind, statement: str, values: Sequence[Any]) -> None:
     """Run one statement as a transaction of its own."""
     async with driver_connection(sessions) as db:
         await execute(db, statement, values)

@@ -7,15 +7,15 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from tusk.db.models import ModelUsage
+from tusk.db.driver import execute_alone, insert_statement
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,13 @@ class UsageRecord:
     created_at: datetime
 
 
+COLUMNS = tuple(f.name for f in fields(UsageRecord))
+
+
 class UsageRecorder:
-    """Queues records in memory and inserts them in batches every `interval` seconds."""
+    """Queues records in memory and inserts them in batches every `interval` seconds, each
+    batch one statement through the driver (through SQLAlchemy, a third of a millisecond per
+    record, spent in one go on the event loop)."""
 
     def __init__(self, engine: AsyncEngine, interval: float = 1.0) -> None:
         self._engine = engine
@@ -94,10 +99,9 @@ class UsageRecorder:
 
     async def _write(self, batch: list[UsageRecord]) -> None:
         try:
-            async with self._engine.begin() as conn:
-                # vars, not asdict: asdict deep-copies every value, a tenth of a millisecond
-                # per record, in one go per batch on the event loop.
-                await conn.execute(insert(ModelUsage), [vars(entry) for entry in batch])
+            statement = insert_statement("model_usage", COLUMNS, rows=len(batch))
+            values = [getattr(entry, name) for entry in batch for name in COLUMNS]
+            await execute_alone(self._engine, statement, values)
         except Exception:
             for entry in batch:  # keep them for the next attempt
                 self.record(entry)
