@@ -106,3 +106,13 @@ async def test_a_stream_cancelled_for_another_reason_is_cancelled() -> None:
     responding.cancel()
     with pytest.raises(asyncio.CancelledError):
         await responding
+
+
+async def test_openais_stream_has_no_first_ping_and_ends_with_done() -> None:
+    async def payloads() -> AsyncGenerator[dict[str, Any]]:
+        yield {"choices": []}
+
+    client = Client()
+    stream = EventStream(payloads(), first=b"", ping=b": ping\n\n", last=b"data: [DONE]\n\n")
+    await respond(stream, client)
+    assert client.sent == [b'data: {"choices": []}\n\n', b"data: [DONE]\n\n"]

@@ -48,11 +48,16 @@ class _Sender:
 
 
 class EventStream(StreamingResponse):
-    """The response of a streamed call, sending `body_iterator`'s payloads as events."""
+    """The response of a streamed call, sending `body_iterator`'s payloads as events: `first`
+    before them, `last` after them if they all came, and `ping` when the stream is quiet
+    (Dify's stream by default; OpenAI's pings with a comment and ends with `[DONE]`)."""
 
-    def __init__(self, payloads: Payloads) -> None:
+    def __init__(
+        self, payloads: Payloads, *, first: bytes = PING, ping: bytes = PING, last: bytes = b""
+    ) -> None:
         # Its body is payloads, framed as they are sent (`body_iterator` stays replaceable).
         super().__init__(payloads, media_type="text/event-stream", headers=HEADERS)  # type: ignore[arg-type]
+        self.first, self.ping, self.last = first, ping, last
         self.client_left = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,10 +80,11 @@ class EventStream(StreamingResponse):
     async def _send_all(self, sender: _Sender) -> None:
         payloads: Payloads = self.body_iterator  # type: ignore[assignment]
         async with contextlib.aclosing(payloads):  # stopped early, it stops what it reads
-            await sender.body(PING)
+            if self.first:
+                await sender.body(self.first)
             async for payload in payloads:
                 await sender.body(frame(payload))
-        await sender.body(b"", more=False)
+        await sender.body(self.last, more=False)
 
     async def _watch(self, receive: Receive, sender: _Sender, streaming: asyncio.Task[Any]) -> None:
         """Cancel the stream when the client leaves; ping when it has been quiet."""
@@ -88,7 +94,7 @@ class EventStream(StreamingResponse):
                     message = await receive()
             except TimeoutError:
                 if sender.quiet():
-                    await sender.body(PING)
+                    await sender.body(self.ping)
                 continue
             if message["type"] == "http.disconnect":
                 self.client_left = True

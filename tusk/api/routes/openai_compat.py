@@ -4,25 +4,22 @@ report them as they would OpenAI's own."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from tusk.api.deps import get_app_caller, get_services
 from tusk.api.routes.service_chat import get_tasks
 from tusk.api.routes.workflows import get_runner
+from tusk.api.sse import EventStream
 from tusk.apps import limits, openai_compat
 from tusk.apps.openai_compat import Answer, CompatRequest
 from tusk.errors import InvalidParam, TuskError
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 KEEP_ALIVE = b": ping\n\n"  # an SSE comment: clients skip it
-KEEP_ALIVE_EVERY = 10.0
 DONE = b"data: [DONE]\n\n"
 
 
@@ -38,38 +35,10 @@ async def _body(request: Request) -> Any:
         raise InvalidParam("The request body is not valid JSON.") from None
 
 
-def _frame(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
-
-
-async def _events(answer: Answer, request: CompatRequest) -> AsyncIterator[bytes]:
-    payloads = openai_compat.chunks(answer, request)
-    following = asyncio.ensure_future(anext(payloads, None))
-    try:
-        while True:
-            done, _ = await asyncio.wait({following}, timeout=KEEP_ALIVE_EVERY)
-            if not done:
-                yield KEEP_ALIVE
-                continue
-            payload = following.result()
-            if payload is None:
-                break
-            yield _frame(payload)
-            following = asyncio.ensure_future(anext(payloads, None))
-        yield DONE
-    finally:
-        following.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-            await following
-        await payloads.aclose()
-
-
 async def _respond(answer: Answer, compat: CompatRequest) -> Response:
     if compat.stream:
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(
-            _events(answer, compat), media_type="text/event-stream", headers=headers
-        )
+        payloads = openai_compat.chunks(answer, compat)
+        return EventStream(payloads, first=b"", ping=KEEP_ALIVE, last=DONE)
     content = await answer.complete()
     return JSONResponse(openai_compat.completion_body(answer, compat.model, content))
 
