@@ -91,28 +91,6 @@ def new_conversation(app: App, speaker: Speaker, inputs: dict[str, Any]) -> Conv
     )
 
 
-async def new_message(
-    db: AsyncSession,
-    conversation: Conversation,
-    speaker: Speaker,
-    *,
-    query: str,
-    inputs: dict[str, Any],
-    new_conversation: bool = False,
-    agent_based: bool = False,
-) -> Message:
-    """The message of this turn, answered later by `finish_message`; its parent is the
-    conversation's last message, as Dify threads them (a new conversation has none)."""
-    message = message_row(
-        conversation, speaker, query=query, inputs=inputs, agent_based=agent_based
-    )
-    if not new_conversation:
-        message.parent_message_id = await last_message_id(db, conversation.id)
-    db.add(message)
-    await db.flush()  # the insert returns the server's defaults (id, created_at): no re-read
-    return message
-
-
 def message_row(
     conversation: Conversation,
     speaker: Speaker,
@@ -133,17 +111,6 @@ def message_row(
         from_account_id=speaker.account_id,
         agent_based=agent_based,
     )
-
-
-async def last_message_id(db: AsyncSession, conversation_id: uuid.UUID) -> uuid.UUID | None:
-    """The conversation's latest message: the parent of its next one, as Dify threads them."""
-    last = (
-        select(Message.id)
-        .where(Message.conversation_id == conversation_id)
-        .order_by(Message.created_at.desc())
-        .limit(1)
-    )
-    return (await db.execute(last)).scalar()
 
 
 @dataclass

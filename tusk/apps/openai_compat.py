@@ -30,13 +30,13 @@ from tusk.apps.conversations import (
     Speaker,
     find_conversation,
     finish_message,
-    new_message,
     open_conversation,
 )
 from tusk.apps.easy_config import AppUnavailable, form_variables, read_config
 from tusk.apps.end_users import ANONYMOUS, end_user
 from tusk.apps.running import RunningTurn
 from tusk.apps.tasks import TaskRegistry
+from tusk.apps.turns import new_turn_message, record_turn
 from tusk.apps.workflow_app import Caller, pick_workflow, start_form, start_run
 from tusk.db import kv
 from tusk.db.models import App, AppModelConfig
@@ -243,9 +243,9 @@ async def _conversation(
                 pass  # deleted since: seed a new one
         inputs = await _checked_inputs(db, deps.runner, app, request.inputs)
         conversation = await open_conversation(db, app, speaker, None, inputs)
-    for query, answer in request.turns:  # a transaction each: their times order them
-        async with deps.sessions.begin() as db:
-            message = await new_message(db, conversation, speaker, query=query, inputs=inputs)
+    for query, answer in request.turns:  # one after another: their times order them
+        message = new_turn_message(conversation, speaker, query=query, inputs=inputs)
+        await record_turn(deps.sessions, None, message, [])
         await finish_message(deps.sessions, message, Outcome(answer=answer))
     return str(conversation.id)
 
