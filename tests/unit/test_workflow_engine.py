@@ -69,7 +69,22 @@ class Double(Node):
         return NodeResult(outputs={"v": item * 2})
 
 
-TEST_TYPES: dict[str, type[Node]] = {"test-flaky": Flaky, "test-slow": Slow, "test-double": Double}
+class Broken(Node):
+    """Succeeds with a result the engine cannot take in: a fault of the engine's own, after
+    the node has run (a test node type)."""
+
+    type = "test-broken"
+
+    async def run(self, ctx: NodeContext) -> NodeResult:
+        return NodeResult(outputs={}, metadata=["not", "a", "mapping"])  # type: ignore[arg-type]
+
+
+TEST_TYPES: dict[str, type[Node]] = {
+    "test-flaky": Flaky,
+    "test-slow": Slow,
+    "test-double": Double,
+    "test-broken": Broken,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -610,3 +625,13 @@ async def test_stop_halts_the_run() -> None:
         e.node.status for e in events if isinstance(e, NodeFinished) and e.node.node_id == "slow"
     ] == ["stopped"]
     assert not any(isinstance(e, NodeStarted) and e.node.node_id == "after" for e in events)
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["alone", "beside another node"])
+async def test_a_fault_of_the_engine_fails_the_run_at_its_node(beside: bool) -> None:
+    """The same whether the node ran in the level's own task (alone) or in one of its own."""
+    nodes = [START, node("bad", "test-broken"), node("other", "test-slow", delay=0.05)]
+    edges = [edge("start", "bad"), *([edge("start", "other")] if beside else [])]
+    outcome = await asyncio.wait_for(run_graph(nodes, edges, {"x": 1}), 5)
+    assert outcome.state.status == "failed"
+    assert (outcome.state.error or "").startswith("internal error in node bad")

@@ -175,19 +175,21 @@ class _Level:
         assert task is not None
         self.alone = task
         try:
-            return await self.executor.execute(node, self, predecessor)
+            return await self._outcome_of(node, predecessor)
         finally:
             self.alone = None
             self.executor.take_back_cut(task)
 
+    async def _outcome_of(self, node: Node, predecessor: str | None) -> _Outcome:
+        try:
+            return await self._outcome_of(node, predecessor)
+        except Exception as exc:  # a fault of the engine itself: end the run, not hang it
+            log.exception("workflow engine fault in node %s", node.id)
+            return _Outcome("failed", None, f"internal error in node {node.id}: {exc}")
+
     def _spawn(self, node: Node, predecessor: str | None) -> None:
         async def work() -> None:
-            try:
-                outcome = await self.executor.execute(node, self, predecessor)
-            except Exception as exc:  # a fault of the engine itself: end the run, not hang it
-                log.exception("workflow engine fault in node %s", node.id)
-                outcome = _Outcome("failed", None, f"internal error in node {node.id}: {exc}")
-            self.done.put_nowait((node.id, outcome))
+            self.done.put_nowait((node.id, await self._outcome_of(node, predecessor)))
 
         task = asyncio.create_task(work())
         self.running += 1
