@@ -182,7 +182,7 @@ class _Level:
 
     async def _outcome_of(self, node: Node, predecessor: str | None) -> _Outcome:
         try:
-            return await self._outcome_of(node, predecessor)
+            return await self.executor.execute(node, self, predecessor)
         except Exception as exc:  # a fault of the engine itself: end the run, not hang it
             log.exception("workflow engine fault in node %s", node.id)
             return _Outcome("failed", None, f"internal error in node {node.id}: {exc}")
