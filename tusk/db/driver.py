@@ -50,10 +50,10 @@ async def _checked_out(connection: AsyncConnection) -> AsyncIterator[Connection]
 
 
 @asynccontextmanager
-async def driver_connection(sessions: Bind) -> AsyncIterator[Connection]:
+async def driver_connection(bind: Bind) -> AsyncIterator[Connection]:
     """A pooled connection in autocommit mode, for writes of one statement each; given back to
     the pool as SQLAlchemy left it."""
-    async with engine_of(sessions).connect() as connection, _checked_out(connection) as driver:
+    async with engine_of(bind).connect() as connection, _checked_out(connection) as driver:
         await driver.set_autocommit(True)
         try:
             yield driver
@@ -62,9 +62,9 @@ async def driver_connection(sessions: Bind) -> AsyncIterator[Connection]:
                 await driver.set_autocommit(False)
 
 
-async def execute_alone(sessions: Bind, statement: str, values: Sequence[Any]) -> None:
+async def execute_alone(bind: Bind, statement: str, values: Sequence[Any]) -> None:
     """Run one statement as a transaction of its own."""
-    async with driver_connection(sessions) as db:
+    async with driver_connection(bind) as db:
         await execute(db, statement, values)
 
 
