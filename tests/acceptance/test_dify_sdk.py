@@ -5,15 +5,24 @@ history, feedback and parameters.
 
 `dify-client` 0.1.10 (its newest release) has no method for workflow runs, stopping or deleting
 a conversation: those calls go through the SDK's own request method, with its headers, as a
-user of that SDK does."""
+user of that SDK does.
+
+Then the community SDK `dify-client-python` (1.0.3, unpatched), which parses every response and
+event into pydantic models (usage with its prices, workflow and node data, uploads), so a key
+missing or of the wrong type fails: chat streaming then blocking in one conversation, a
+chatflow's events, completion, a workflow run, a chat and a workflow stopped, a file uploaded
+then used, feedback, and its typed errors."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -282,6 +291,181 @@ def test_errors_keep_difys_body(tusk: Tusk) -> None:
     bad_key = ChatClient("app-not-a-key")
     bad_key.base_url = f"{tusk.url}/v1"
     assert bad_key.get_application_parameters("x").status_code == 401
+
+
+# --- the community SDK `dify-client-python`, whose responses are typed (pydantic) --------------
+
+COMMUNITY_SDK = Path(sys.prefix) / "community-sdk"  # where `make install` puts it
+
+
+def _sdk_modules() -> list[str]:
+    return [name for name in sys.modules if name.split(".")[0] == "dify_client"]
+
+
+@pytest.fixture(scope="module")
+def community() -> ModuleType:
+    """The community SDK, unpatched. Its package has the official SDK's name (`dify_client`), so
+    it is installed in a folder of its own and imported under that name for the import only."""
+    assert (COMMUNITY_SDK / "dify_client").is_dir(), f"{COMMUNITY_SDK} is missing: make install"
+    official = {name: sys.modules.pop(name) for name in _sdk_modules()}
+    sys.path.insert(0, str(COMMUNITY_SDK))
+    try:
+        return importlib.import_module("dify_client")
+    finally:
+        sys.path.remove(str(COMMUNITY_SDK))
+        for name in _sdk_modules():
+            del sys.modules[name]
+        sys.modules.update(official)
+
+
+def typed_client(tusk: Tusk, community: ModuleType, mode: str) -> Any:
+    return community.Client(api_key=tusk.keys[mode], api_base=f"{tusk.url}/v1")
+
+
+WORKFLOW_DATA = {
+    "workflow_started": "WorkflowStartedData",
+    "node_started": "NodeStartedData",
+    "node_finished": "NodeFinishedData",
+    "workflow_finished": "WorkflowFinishedData",
+}
+
+
+def workflow_data(models: ModuleType, event: Any) -> Any:
+    """A workflow event's `data` as the SDK's model for its event. The SDK's union of data models
+    leaves as a dict the data with a `status` (pydantic's smart union takes the dict, which
+    matches without converting the status to an enum), so it is validated here."""
+    model = getattr(models, WORKFLOW_DATA[event.event.value])
+    return event.data if isinstance(event.data, model) else model.model_validate(event.data)
+
+
+def test_community_sdk_chat_streaming_then_blocking(tusk: Tusk, community: ModuleType) -> None:
+    models = community.models
+    chat = typed_client(tusk, community, "chat")
+    tusk.fake.reply("Hello Ivy", chunks=["Hello", " Ivy"])
+    request = models.ChatRequest(
+        query="hi", user="ivy", response_mode="streaming", auto_generate_name=False
+    )
+    events = list(chat.chat_messages(request))
+    assert [type(e) for e in events] == [
+        models.MessageStreamResponse,
+        models.MessageStreamResponse,
+        models.MessageEndStreamResponse,
+    ]
+    assert "".join(e.answer for e in events[:-1]) == "Hello Ivy"
+    usage = events[-1].metadata.usage  # every price and latency key Dify sends, typed
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens > 0
+    assert (usage.currency, usage.latency > 0) == ("USD", True)
+
+    tusk.fake.reply("Again")
+    conversation = events[0].conversation_id
+    request = models.ChatRequest(
+        query="again?", user="ivy", response_mode="blocking", conversation_id=conversation
+    )
+    second = chat.chat_messages(request)
+    assert (type(second), second.mode, second.answer) == (models.ChatResponse, "chat", "Again")
+    sent = [m["content"] for m in tusk.fake.requests[-1].json["messages"]]
+    assert sent == ["Be brief.", "hi", "Hello Ivy", "again?"]
+
+
+def test_community_sdk_chatflow_events_typed(tusk: Tusk, community: ModuleType) -> None:
+    models = community.models
+    flow = typed_client(tusk, community, "advanced-chat")
+    tusk.fake.reply("Flowing", chunks=["Flow", "ing"])
+    request = models.ChatRequest(
+        query="go", user="ivy", response_mode="streaming", auto_generate_name=False
+    )
+    events = list(flow.chat_messages(request))
+    names = [e.event.value for e in events]
+    assert (names[0], names[-2:]) == ("workflow_started", ["message_end", "workflow_finished"])
+    data = [workflow_data(models, e) for e in events if e.event.value in WORKFLOW_DATA]
+    assert data[-1].status == "succeeded"
+    assert [d.node_id for d in data[1:-1]] == ["start", "start", "llm", "llm", "answer", "answer"]
+    answer = [e.answer for e in events if isinstance(e, models.MessageStreamResponse)]
+    assert "".join(answer) == "Flowing"
+
+
+def test_community_sdk_completion_and_workflow(tusk: Tusk, community: ModuleType) -> None:
+    models = community.models
+    completion = typed_client(tusk, community, "completion")
+    tusk.fake.reply("Done")
+    done = completion.completion_messages(
+        models.CompletionRequest(response_mode="blocking", user="ivy")
+    )
+    assert (done.mode, done.answer) == ("completion", "Done")
+    tusk.fake.reply("Streamed", chunks=["Stream", "ed"])
+    streamed = completion.completion_messages(
+        models.CompletionRequest(response_mode="streaming", user="ivy")
+    )
+    assert [e.event.value for e in streamed] == ["message", "message", "message_end"]
+
+    workflow = typed_client(tusk, community, "workflow")
+    tusk.fake.reply("About bats")
+    run = workflow.run_workflows(
+        models.WorkflowsRunRequest(inputs={"topic": "bats"}, response_mode="blocking", user="ivy")
+    )
+    assert (run.data.status, run.data.outputs) == ("succeeded", {"text": "About bats"})
+    assert run.workflow_run_id == run.data.id
+
+
+def test_community_sdk_stops_a_chat_and_a_workflow(tusk: Tusk, community: ModuleType) -> None:
+    models = community.models
+    chat = typed_client(tusk, community, "chat")
+    tusk.fake.reply("one two three", chunks=["one", " two", " three"], delay=1.0)
+    request = models.ChatRequest(
+        query="count", user="ivy", response_mode="streaming", auto_generate_name=False
+    )
+    events = []
+    for event in chat.chat_messages(request):
+        events.append(event)
+        if len(events) == 1:
+            stopped = chat.stop_chat_messages(event.task_id, models.StopRequest(user="ivy"))
+            assert stopped.result == "success"
+    assert events[-1].event.value == "message_end"
+    assert "".join(e.answer for e in events[:-1]) == "one"  # the stop cut the rest
+
+    workflow = typed_client(tusk, community, "workflow")
+    tusk.fake.reply("too late", ttft=3.0)
+    request = models.WorkflowsRunRequest(
+        inputs={"topic": "slow"}, response_mode="streaming", user="ivy"
+    )
+    finished = None
+    for event in workflow.run_workflows(request):
+        if event.event.value == "node_started" and workflow_data(models, event).node_id == "llm":
+            stopped = workflow.stop_workflows(event.task_id, models.StopRequest(user="ivy"))
+            assert stopped.result == "success"
+        if event.event.value == "workflow_finished":
+            finished = workflow_data(models, event)
+    assert finished is not None
+    assert finished.status == "stopped"
+
+
+def test_community_sdk_files_feedback_and_errors(tusk: Tusk, community: ModuleType) -> None:
+    models = community.models
+    flow = typed_client(tusk, community, "advanced-chat")
+    owner = models.UploadFileRequest(user="ivy")
+    uploaded = flow.upload_files(("dot.png", PNG, "image/png"), owner)
+    assert (uploaded.name, uploaded.size, uploaded.mime_type) == ("dot.png", len(PNG), "image/png")
+    image = models.File(type="image", transfer_method="local_file", upload_file_id=uploaded.id)
+    tusk.fake.reply("A dot")
+    request = models.ChatRequest(
+        query="what?", user="ivy", response_mode="blocking", files=[image],
+        auto_generate_name=False,
+    )  # fmt: skip
+    answer = flow.chat_messages(request)
+    assert answer.answer == "A dot"
+    content = tusk.fake.requests[-1].json["messages"][-1]["content"]
+    assert [part["type"] for part in content].count("image_url") == 1
+
+    rating = models.FeedbackRequest(rating="like", user="ivy")
+    assert flow.feedback_messages(answer.message_id, rating).result == "success"
+    with pytest.raises(community.errors.DifyAPIError) as disabled:  # not enabled in this app
+        flow.suggest_messages(answer.message_id, models.ChatSuggestRequest(user="ivy"))
+    assert (disabled.value.status, disabled.value.code) == (400, "bad_request")
+
+    nobody = models.ChatRequest(query="hi", user="", response_mode="blocking")
+    with pytest.raises(community.errors.DifyInvalidParam) as invalid:
+        typed_client(tusk, community, "chat").chat_messages(nobody)
+    assert invalid.value.message == "Arg user must be provided."
 
 
 def test_log_is_clean(tusk: Tusk, tmp_path: Path) -> None:
