@@ -357,10 +357,10 @@ async def measure_levels(
                 calls: dict[str, tuple[list[Call], float]] = {}  # and their spread
                 for name, (url, call_with) in systems.items():
                     each = await stack.enter_async_context(http_clients(level.clients, url))
-                    warm_up = Measured()
-                    await closed_loop([call_with(c) for c in each], 2 * level.clients, warm_up)
+                    each_call, warm_up = [call_with(client) for client in each], Measured()
+                    await closed_loop(each_call, 2 * level.clients, warm_up)
                     spread = 0.0 if level.at_once else Stats.of(warm_up.total_ms()).p50 / 1000
-                    calls[name] = ([call_with(client) for client in each], spread)
+                    calls[name] = (each_call, spread)
                 for round_ in range(ROUNDS):
                     order = list(calls.items())
                     for name, (each_call, spread) in order if round_ % 2 == 0 else order[::-1]:
@@ -437,7 +437,7 @@ def _ttft_rows(results: Results) -> tuple[list[list[str]], list[str]]:
             if level == Level(64) and added99 > GOAL_P99_64_MS:
                 failures.append(f"{name}: added TTFT p99 {added99:.1f} ms at 64 clients")
             if measured.errors:
-                failures.append(f"{name}: {measured.errors} errors at {level} clients")
+                failures.append(f"{name}: {measured.errors} errors (clients: {level})")
     return rows, failures
 
 
@@ -452,7 +452,7 @@ def _blocking_rows(results: Results) -> tuple[list[list[str]], list[str]]:
                          ratio(m.per_second, base.per_second), _ms(total.p50), _ms(total.p99),
                          str(m.errors)])  # fmt: skip
             if m.errors:
-                failures.append(f"{name} blocking: {m.errors} errors at {level} clients")
+                failures.append(f"{name} blocking: {m.errors} errors (clients: {level})")
     return rows, failures
 
 
